@@ -1,0 +1,43 @@
+"""wavegen: waveform-domain music generation in JAX and Flax.
+
+The version ranges are the ones this project was tested with (Python 3.11, CPU, 2026-11).
+"""
+
+import setuptools
+
+_JAX = 'jax>=0.10.2,<0.11'
+
+setuptools.setup(
+    name='wavegen',
+    version='0.1.0',
+    description='Waveform-domain music generation (WaveNet, flows, GANs, ...) in JAX and Flax.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.11',
+    packages=setuptools.find_packages(include=['data', 'data.*', 'experiments', 'experiments.*',
+                                               'models', 'models.*']),
+    install_requires=[
+        _JAX,
+        'flax>=0.12.8,<0.13',
+        'optax>=0.2.8,<0.3',
+        'orbax-checkpoint>=0.12.8,<0.13',
+        'tensorflow-datasets>=4.9.10,<4.10',  # reads and writes array_record without TensorFlow
+        'grain>=0.2.18,<0.3',
+        'array-record>=0.8.6,<0.9',
+        'ml-collections>=1.1.0,<1.2',
+        'absl-py>=2.5.1,<3',
+        'numpy>=2.4,<2.5',
+        'soundfile>=0.14.0,<0.15',
+        'soxr>=1.1.0,<1.2',
+        'scipy>=1.17.1,<1.18',
+        'pretty_midi>=0.2.11,<0.3',
+        'tensorboardX>=2.6.5,<2.7',
+    ],
+    extras_require={
+        # Real Bach chorales for the embedded corpus (else a procedural fallback is used).
+        'corpus': ['music21>=10.5.1,<11'],
+        'test': ['pytest>=9.2,<10', 'music21>=10.5.1,<11'],
+        'cuda': [_JAX.replace('jax', 'jax[cuda13]', 1)],
+        'tpu': [_JAX.replace('jax', 'jax[tpu]', 1)],
+    },
+)
