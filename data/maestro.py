@@ -1,0 +1,432 @@
+"""MAESTRO (v1.0.0, v2.0.0, v3.0.0) and the embedded corpus as a TFDS dataset (array_record).
+
+The builder reads a directory in MAESTRO's published layout, given as `manual_dir`:
+
+    maestro-vX.Y.Z.csv      canonical_composer, canonical_title, split, year, midi_filename,
+                            audio_filename, duration (seconds)
+    2004/....midi  2004/....wav  2006/...   (16-bit stereo WAV at 44.1 or 48 kHz)
+
+and writes the official train/validation/test splits. An example is one fixed-length segment of
+one piece: segment k of a piece holds resampled samples [k S, (k + 1) S) of the whole piece,
+S = `segment_samples`; the tail shorter than S is dropped. Features:
+
+    audio               [S] int16      mono mix-down at the config's rate (soundfile's int16 scale)
+    pianoroll, onsets   [F, 88] bool   F = S / hop_length, grid anchored at the segment start
+    velocities          [F, 88] uint8  (see data/midi.py for the frame and sustain conventions)
+    start_sample        int64          offset of the segment in the resampled piece
+    audio_filename, midi_filename, canonical_composer, canonical_title (text), year (int32),
+    duration (float32, the CSV's piece duration in seconds)
+
+Every piece is checked before its examples are written: its WAV exists, decodes and is not
+truncated, its sample rate is not below the dataset's, its duration matches the CSV's within
+`duration_tolerance_s` (0.1 s by default), and its MIDI parses and holds notes. A piece that
+fails is handled by the constructor argument `on_bad_file`: 'fail' (default) stops with one line
+naming the file and the fault; 'skip' leaves the piece out and lists it, with its fault, in
+`bad_files.json` in the dataset directory. TFDS writes into a temporary directory and renames it
+only when preparation succeeded, so a failed preparation leaves nothing a later load could take
+for a finished dataset. `num_workers` > 1 decodes and resamples pieces in that many processes.
+
+    python -m data.maestro                              # the embedded corpus (built once, cached)
+    python -m data.maestro --manual_dir=~/maestro-v3.0.0 --data_dir=~/tensorflow_datasets \
+        --config=24k --num_workers=8 --on_bad_file=skip
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import fcntl
+import glob
+import json
+import multiprocessing
+import os
+import re
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data import audio as audio_lib
+from data import midi as midi_lib
+
+CSV_COLUMNS = ('canonical_composer', 'canonical_title', 'split', 'year', 'midi_filename',
+               'audio_filename', 'duration')
+SPLITS = ('train', 'validation', 'test')
+REPORT_NAME = 'bad_files.json'
+EMBEDDED_CORPUS_VERSION = 1  # bump when data/corpus.py changes what it writes
+
+
+class BadFileError(ValueError):
+  """A piece that cannot be used; the message is one line naming the file and the fault."""
+
+
+@dataclasses.dataclass(eq=False)
+class MaestroConfig(tfds.core.BuilderConfig):
+  """Sample rate, segment length and frame hop of a Maestro dataset."""
+  sample_rate: int = 16000
+  segment_samples: int = 65536
+  hop_length: int = 512
+
+  def __post_init__(self):
+    if self.segment_samples % self.hop_length:
+      raise ValueError(f'Maestro config {self.name}: segment_samples={self.segment_samples} is '
+                       f'not a multiple of hop_length={self.hop_length}')
+
+  @property
+  def num_frames(self) -> int:
+    return self.segment_samples // self.hop_length
+
+  @classmethod
+  def make(cls, sample_rate: int, segment_samples: int, hop_length: int) -> 'MaestroConfig':
+    """A config for any settings, named after them (its own directory under data_dir/maestro)."""
+    return cls(name=f'sr{sample_rate}_seg{segment_samples}_hop{hop_length}',
+               description='custom', sample_rate=sample_rate,
+               segment_samples=segment_samples, hop_length=hop_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  """One row of the MAESTRO CSV."""
+  canonical_composer: str
+  canonical_title: str
+  split: str
+  year: int
+  midi_filename: str
+  audio_filename: str
+  duration: float
+
+
+def find_csv(manual_dir: str) -> str:
+  """The single `maestro-v*.csv` of a MAESTRO directory."""
+  if not os.path.isdir(manual_dir):
+    raise BadFileError(f'{manual_dir}: MAESTRO directory does not exist')
+  found = sorted(glob.glob(os.path.join(manual_dir, 'maestro-v*.csv')))
+  if not found:
+    raise BadFileError(f'{manual_dir}: no maestro-v*.csv in this directory; expected the MAESTRO '
+                       'v1/v2/v3 layout (CSV next to the year folders)')
+  if len(found) > 1:
+    raise BadFileError(f'{manual_dir}: several MAESTRO CSVs ({", ".join(map(os.path.basename, found))}); '
+                       'expected one')
+  return found[0]
+
+
+def read_csv(csv_path: str) -> tuple[list[Piece], list[tuple[str, str]]]:
+  """Parses the MAESTRO CSV.
+
+  Returns:
+    (pieces, bad_rows): bad_rows are (row description, fault) for rows whose values do not parse.
+
+  Raises:
+    BadFileError: the CSV does not open or misses a column.
+  """
+  try:
+    with open(csv_path, newline='', encoding='utf-8') as f:
+      rows = list(csv.DictReader(f))
+      header = rows[0].keys() if rows else []
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise BadFileError(f'{csv_path}: CSV does not read ({e})') from None
+  missing = [c for c in CSV_COLUMNS if c not in header]
+  if missing:
+    raise BadFileError(f'{csv_path}: missing column(s) {", ".join(missing)}; expected '
+                       f'{", ".join(CSV_COLUMNS)}')
+  pieces, bad = [], []
+  for line, row in enumerate(rows, start=2):
+    try:
+      if row['split'] not in SPLITS:
+        raise ValueError(f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
+      pieces.append(Piece(row['canonical_composer'], row['canonical_title'], row['split'],
+                          int(row['year']), row['midi_filename'], row['audio_filename'],
+                          float(row['duration'])))
+    except (ValueError, TypeError) as e:
+      bad.append((f'{csv_path}:{line}', f'{csv_path}:{line}: bad row ({e})'))
+  return pieces, bad
+
+
+def check_piece(manual_dir: str, piece: Piece, sample_rate: int, tolerance_s: float) -> None:
+  """Raises BadFileError unless the piece's audio and MIDI are usable (module docstring)."""
+  path = os.path.join(manual_dir, piece.audio_filename)
+  try:
+    info = audio_lib.audio_info(path)
+    midi_lib.load_notes(os.path.join(manual_dir, piece.midi_filename))
+  except (audio_lib.AudioError, midi_lib.MidiError) as e:
+    raise BadFileError(str(e)) from None
+  if info.samplerate < sample_rate:
+    raise BadFileError(f'{path}: sample rate {info.samplerate} Hz is below the dataset\'s '
+                       f'{sample_rate} Hz')
+  seconds = info.frames / info.samplerate
+  if abs(seconds - piece.duration) > tolerance_s:
+    raise BadFileError(f'{path}: decoded duration {seconds:.3f} s differs from the CSV\'s '
+                       f'{piece.duration:.3f} s by more than {tolerance_s} s')
+
+
+def piece_examples(manual_dir: str, piece: Piece, config: MaestroConfig) -> list[dict]:
+  """All segments of one piece as feature dicts (runs in worker processes)."""
+  path = os.path.join(manual_dir, piece.audio_filename)
+  try:
+    x, sr = audio_lib.read_audio(path)  # [N]
+    notes = midi_lib.load_notes(os.path.join(manual_dir, piece.midi_filename))
+  except (audio_lib.AudioError, midi_lib.MidiError) as e:
+    raise BadFileError(str(e)) from None
+  x = audio_lib.to_int16(audio_lib.resample(x, sr, config.sample_rate))
+  n, s, f = len(x) // config.segment_samples, config.segment_samples, config.num_frames
+  frames = midi_lib.frame_features(notes, n * f, config.hop_length, config.sample_rate)
+  return [{
+      'audio': x[k * s:(k + 1) * s],
+      'pianoroll': frames['pianoroll'][k * f:(k + 1) * f],
+      'onsets': frames['onsets'][k * f:(k + 1) * f],
+      'velocities': frames['velocities'][k * f:(k + 1) * f],
+      'start_sample': k * s,
+      'audio_filename': piece.audio_filename,
+      'midi_filename': piece.midi_filename,
+      'canonical_composer': piece.canonical_composer,
+      'canonical_title': piece.canonical_title,
+      'year': piece.year,
+      'duration': piece.duration,
+  } for k in range(n)]
+
+
+def _checked(fn, *args):
+  """Runs fn in a worker: (result, None), or (None, fault) for a bad file."""
+  try:
+    return fn(*args), None
+  except BadFileError as e:
+    return None, str(e)
+
+
+def _ordered_map(pool, fn, items, window: int):
+  """pool.submit over items in order, at most `window` results in flight (bounded memory)."""
+  items, futures = list(items), []
+  for i, item in enumerate(items):
+    futures.append(pool.submit(_checked, fn, *item))
+    if i >= window:
+      yield futures.pop(0).result()
+  for fut in futures:
+    yield fut.result()
+
+
+class _SerialPool:
+  """The executor interface, run in this process (num_workers <= 1)."""
+
+  def submit(self, fn, *args):
+    fut = concurrent.futures.Future()
+    fut.set_result(fn(*args))
+    return fut
+
+  def shutdown(self):
+    pass
+
+
+class Maestro(tfds.core.GeneratorBasedBuilder):
+  """MAESTRO piano audio with aligned MIDI, cut into fixed-length segments."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Segments with frame-level MIDI features; array_record.'}
+  BUILDER_CONFIGS = [
+      MaestroConfig(name='16k', description='16 kHz, 65,536-sample segments, 31.25 frames/s',
+                    sample_rate=16000, segment_samples=65536, hop_length=512),
+      MaestroConfig(name='24k', description='24 kHz, 98,304-sample segments, 31.25 frames/s',
+                    sample_rate=24000, segment_samples=98304, hop_length=768),
+  ]
+  DEFAULT_CONFIG_NAME = '16k'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Download MAESTRO (v1.0.0, v2.0.0 or v3.0.0, the "wav" zip) from
+  https://magenta.tensorflow.org/datasets/maestro, unzip it and pass the folder holding
+  maestro-vX.Y.Z.csv as manual_dir (python -m data.maestro --manual_dir=...).
+  """
+
+  def __init__(self, *, on_bad_file: str = 'fail', num_workers: int = 1,
+               duration_tolerance_s: float = 0.1, **kwargs):
+    if on_bad_file not in ('fail', 'skip'):
+      raise ValueError(f"on_bad_file={on_bad_file!r}: expected 'fail' or 'skip'")
+    self._on_bad_file = on_bad_file
+    self._num_workers = num_workers
+    self._tolerance_s = duration_tolerance_s
+    super().__init__(file_format='array_record', **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c = self.builder_config
+    roll = lambda dtype: tfds.features.Tensor(shape=(c.num_frames, midi_lib.NUM_KEYS), dtype=dtype)
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            'audio': tfds.features.Tensor(shape=(c.segment_samples,), dtype=np.int16),
+            'pianoroll': roll(np.bool_),
+            'onsets': roll(np.bool_),
+            'velocities': roll(np.uint8),
+            'start_sample': tfds.features.Scalar(dtype=np.int64),
+            'audio_filename': tfds.features.Text(),
+            'midi_filename': tfds.features.Text(),
+            'canonical_composer': tfds.features.Text(),
+            'canonical_title': tfds.features.Text(),
+            'year': tfds.features.Scalar(dtype=np.int32),
+            'duration': tfds.features.Scalar(dtype=np.float32),
+        }),
+        metadata=tfds.core.MetadataDict(sample_rate=c.sample_rate, hop_length=c.hop_length,
+                                        segment_samples=c.segment_samples),
+        homepage='https://magenta.tensorflow.org/datasets/maestro',
+    )
+
+  def _bad(self, split: str, item: str, fault: str) -> None:
+    if self._on_bad_file == 'fail':
+      raise BadFileError(fault)
+    logging.warning('Skipping %s', fault)
+    self._report.append({'split': split, 'file': item, 'fault': fault})
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    self._report, self._stats = [], {'pieces': 0, 'seconds': 0.0, 'short': []}
+    self._started = time.time()
+    if self._num_workers > 1:
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          self._num_workers, mp_context=multiprocessing.get_context('spawn'))
+    else:
+      self._pool = _SerialPool()
+    try:
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      self._pool.shutdown()
+    # self.data_dir is still the temporary directory here: the report lands with the dataset.
+    report = {'on_bad_file': self._on_bad_file, 'bad_files': self._report,
+              'shorter_than_one_segment': self._stats['short']}
+    with open(os.path.join(self.data_dir, REPORT_NAME), 'w') as f:
+      json.dump(report, f, indent=1)
+
+  def _split_generators(self, dl_manager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    pieces, bad_rows = read_csv(find_csv(manual_dir))
+    for row, fault in bad_rows:
+      self._bad('?', row, fault)
+    c = self.builder_config
+    checks = _ordered_map(self._pool, check_piece,
+                          [(manual_dir, p, c.sample_rate, self._tolerance_s) for p in pieces],
+                          window=4 * max(self._num_workers, 1))
+    good = []
+    for piece, (_, fault) in zip(pieces, checks):
+      if fault:
+        self._bad(piece.split, piece.audio_filename, fault)
+      else:
+        good.append(piece)
+    self._total = len(good)
+    logging.info('%d pieces passed the checks, %d failed', len(good), len(self._report))
+    return {s: self._generate_examples(manual_dir, [p for p in good if p.split == s])
+            for s in SPLITS}
+
+  def _generate_examples(self, manual_dir, pieces):
+    c = self.builder_config
+    results = _ordered_map(self._pool, piece_examples,
+                           [(manual_dir, p, c) for p in pieces], window=2 * max(self._num_workers, 1))
+    for piece, (examples, fault) in zip(pieces, results):
+      if fault:
+        self._bad(piece.split, piece.audio_filename, fault)
+        continue
+      if not examples:
+        self._stats['short'].append(piece.audio_filename)
+      self._stats['pieces'] += 1
+      self._stats['seconds'] += piece.duration
+      elapsed = time.time() - self._started
+      logging.info('[%d/%d] %s: %d segments; %.0f s of audio at %.1fx real time',
+                   self._stats['pieces'], self._total, piece.audio_filename, len(examples),
+                   self._stats['seconds'], self._stats['seconds'] / max(elapsed, 1e-9))
+      for ex in examples:
+        yield f"{ex['audio_filename']}:{ex['start_sample']}", ex
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded corpus and the command line.
+
+
+def cache_dir() -> str:
+  """Where the embedded corpus and its dataset live: $WAVEGEN_CACHE, else ~/.cache/wavegen."""
+  return os.path.expanduser(os.environ.get('WAVEGEN_CACHE', '~/.cache/wavegen'))
+
+
+def embedded_dirs(root: str | None = None) -> tuple[str, str]:
+  """(manual_dir, data_dir) of the embedded corpus under the cache directory."""
+  root = os.path.join(root or cache_dir(), f'embedded-v{EMBEDDED_CORPUS_VERSION}')
+  return os.path.join(root, 'corpus'), os.path.join(root, 'tfds')
+
+
+def get_config(name: str | MaestroConfig) -> MaestroConfig:
+  """A builder config by name ('16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}')."""
+  if isinstance(name, MaestroConfig):
+    return name
+  for c in Maestro.BUILDER_CONFIGS:
+    if c.name == name:
+      return c
+  m = re.fullmatch(r'sr(\d+)_seg(\d+)_hop(\d+)', name)
+  if not m:
+    raise ValueError(f"Maestro config {name!r}: expected one of "
+                     f"{', '.join(c.name for c in Maestro.BUILDER_CONFIGS)} or "
+                     "'sr{rate}_seg{samples}_hop{hop}'")
+  return MaestroConfig.make(*map(int, m.groups()))
+
+
+def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
+            data_dir: str | None = None, **builder_kwargs) -> Maestro:
+  """The prepared builder: MAESTRO from `manual_dir`, or the embedded corpus when it is None.
+
+  The embedded corpus is generated (data/corpus.py) and built on first use under `cache_dir()`,
+  behind a file lock so that concurrent jobs on one machine build it once.
+  """
+  config = get_config(config)
+  lock = None
+  if manual_dir is None:
+    manual_dir, default_data_dir = embedded_dirs()
+    data_dir = data_dir or default_data_dir
+    os.makedirs(data_dir, exist_ok=True)
+    lock = open(os.path.join(os.path.dirname(data_dir), 'lock'), 'w')
+    fcntl.flock(lock, fcntl.LOCK_EX)
+  try:
+    if lock and not os.path.exists(manual_dir):
+      from data import corpus  # pylint: disable=g-import-not-at-top
+      logging.info('Generating the embedded corpus in %s', manual_dir)
+      corpus.write_corpus(manual_dir)
+    builder = Maestro(config=config, data_dir=data_dir, **builder_kwargs)
+    if not builder.is_prepared():
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=os.path.expanduser(manual_dir)))
+    return builder
+  finally:
+    if lock:
+      lock.close()
+
+
+def describe(builder: Maestro) -> str:
+  """A few lines saying what a prepared dataset holds."""
+  c, info = builder.builder_config, builder.info
+  lines = [f'{builder.data_dir}: maestro/{c.name}, {c.sample_rate} Hz, '
+           f'{c.segment_samples}-sample segments, {c.num_frames} frames of {c.hop_length} samples']
+  for name, split in sorted(info.splits.items()):
+    hours = split.num_examples * c.segment_samples / c.sample_rate / 3600
+    lines.append(f'  {name:<10} {split.num_examples:>7} segments  {hours:8.3f} h  '
+                 f'{split.num_bytes / 2**20:9.1f} MiB')
+  with open(os.path.join(builder.data_dir, REPORT_NAME)) as f:
+    report = json.load(f)
+  lines.append(f"  bad files skipped: {len(report['bad_files'])} (see {REPORT_NAME})")
+  return '\n'.join(lines)
+
+
+def _define_flags():
+  # Defined only when run as a program: library modules that define flags at import collide.
+  flags.DEFINE_string('manual_dir', None, 'MAESTRO directory; default: the embedded corpus, '
+                      'generated under $WAVEGEN_CACHE (~/.cache/wavegen).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir to build into.')
+  flags.DEFINE_string('config', '16k', "'16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'.")
+  flags.DEFINE_enum('on_bad_file', 'fail', ['fail', 'skip'], 'Bad-file policy.')
+  flags.DEFINE_integer('num_workers', os.cpu_count(), 'Preparation processes.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  logging.set_verbosity(logging.INFO)
+  t = time.time()
+  builder = prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
+                    num_workers=f.num_workers)
+  print(describe(builder))
+  print(f'ready in {time.time() - t:.1f} s')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,241 @@
+"""The input pipeline: Maestro segments -> grain -> per-process batches -> global jax.Arrays.
+
+    source = tfds data source of one split (the dataset is prepared on first use)
+    grain.DataLoader: IndexSampler(shard = this JAX process, shuffle(seed), epochs)
+                      -> random crop (seeded per record by grain) -> encode -> batch
+    Batches: each host batch -> jax.make_array_from_process_local_data(batch sharding)
+
+A batch is a dict of arrays with a leading batch axis:
+
+    audio        [B, T] int32 codes ('mu_law', 'linear') or float32 in [-1, 1] ('float')
+    pianoroll, onsets [B, F, 88] bool, velocities [B, F, 88] uint8   (when asked for)
+    index        [B] int32   the record's position in the split (for bookkeeping)
+    start_sample [B] int32   the crop's offset in the resampled piece
+    mask         [B] bool    only with drop_remainder=False: False on padding rows
+
+Crops of T = `crop_samples` start anywhere in a segment, or on frame boundaries (multiples of the
+hop) when frame features are asked for, so that frame f of the crop covers audio samples
+[f hop, (f + 1) hop). grain seeds the crop of each record from the sampler's seed and the
+record's position, so the batches depend only on (seed, step): the same seed gives the same
+batches, in one process or with worker processes, and a restored iterator continues with exactly
+the batches the uninterrupted one would have produced. Its state goes into an Orbax checkpoint
+as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
+"""
+
+import math
+
+from absl import flags
+from absl import logging
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from data import audio as audio_lib
+from data import maestro
+
+FRAME_FEATURES = ('pianoroll', 'onsets', 'velocities')
+ENCODINGS = ('mu_law', 'linear', 'float')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`config.input` of an experiment, with every key documented."""
+  c = ml_collections.ConfigDict()
+  c.dataset = '16k'  # Maestro builder config: '16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'
+  c.manual_dir = ml_collections.config_dict.placeholder(str)  # MAESTRO dir; None: embedded corpus
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
+  c.split = 'train'
+  c.batch_size = 16  # global: summed over all processes
+  c.crop_samples = ml_collections.config_dict.placeholder(int)  # None: whole segments
+  c.encoding = 'mu_law'  # one of ENCODINGS
+  c.bits = 8  # bits of the 'mu_law' / 'linear' codes
+  c.frame_features = ()  # a subset of FRAME_FEATURES
+  c.shuffle = True
+  c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
+  c.drop_remainder = True  # False: pad the last batch and add `mask`
+  c.seed = 0
+  c.worker_count = 0  # grain worker processes; 0 reads and transforms in this process
+  c.worker_buffer_size = 2  # batches each worker prepares ahead
+  c.prepare_workers = 2  # processes for building the dataset if it is not there yet
+  return c
+
+
+def load_source(config: ml_collections.ConfigDict):
+  """(data source of `config.split`, the prepared Maestro builder)."""
+  builder = maestro.prepare(config.dataset, manual_dir=config.manual_dir,
+                            data_dir=config.data_dir, num_workers=config.prepare_workers)
+  sources = builder.as_data_source()
+  if config.split not in sources:
+    raise ValueError(f'input.split={config.split!r}: expected one of {", ".join(sources)}')
+  return sources[config.split], builder
+
+
+class _WithIndex:
+  """A random-access source whose records carry their own index."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __len__(self):
+    return len(self._source)
+
+  def __repr__(self):  # grain compares reprs to match a checkpoint with its source
+    return f'_WithIndex({self._source!r})'
+
+  def __getitem__(self, i):
+    record = self._source[i]
+    record['index'] = i
+    return record
+
+
+class _Crop(grain.transforms.RandomMap):
+  """Keeps the wanted keys and crops `crop` samples (frame-aligned with `hop`) at random."""
+
+  def __init__(self, crop: int | None, hop: int, frame_keys: tuple[str, ...]):
+    self._crop, self._hop, self._frame_keys = crop, hop, frame_keys
+
+  def random_map(self, ex, rng: np.random.Generator):
+    n = len(ex['audio'])
+    crop = self._crop or n
+    step = self._hop if self._frame_keys else 1
+    start = int(rng.integers(0, (n - crop) // step + 1)) * step
+    out = {'audio': ex['audio'][start:start + crop],
+           'index': np.int32(ex['index']),
+           'start_sample': np.int32(ex['start_sample'] + start)}
+    for k in self._frame_keys:
+      out[k] = ex[k][start // self._hop:(start + crop) // self._hop]
+    return out
+
+
+class _Encode(grain.transforms.Map):
+  """int16 samples -> codes or floats (data/audio.py conventions)."""
+
+  def __init__(self, encoding: str, bits: int):
+    self._encoding, self._bits = encoding, bits
+
+  def map(self, ex):
+    x = audio_lib.from_int16(ex['audio'])
+    if self._encoding == 'mu_law':
+      ex['audio'] = audio_lib.mu_law_encode(x, self._bits)
+    elif self._encoding == 'linear':
+      ex['audio'] = audio_lib.linear_encode(x, self._bits)
+    else:
+      ex['audio'] = x
+    return ex
+
+
+def _check(config, builder, per_process_batch: int) -> tuple[int, tuple[str, ...]]:
+  """Validates the input config against the dataset; returns (hop, frame feature keys)."""
+  meta = builder.builder_config
+  if config.encoding not in ENCODINGS:
+    raise ValueError(f'input.encoding={config.encoding!r}: expected one of {", ".join(ENCODINGS)}')
+  keys = tuple(config.frame_features)
+  unknown = [k for k in keys if k not in FRAME_FEATURES]
+  if unknown:
+    raise ValueError(f'input.frame_features={keys}: {unknown} not in {FRAME_FEATURES}')
+  crop = config.crop_samples
+  if crop is not None:
+    if not 0 < crop <= meta.segment_samples:
+      raise ValueError(f'input.crop_samples={crop}: expected 1..{meta.segment_samples}, the '
+                       f'segment length of maestro/{meta.name}')
+    if keys and crop % meta.hop_length:
+      raise ValueError(f'input.crop_samples={crop}: must be a multiple of the hop length '
+                       f'{meta.hop_length} when frame features are read')
+  if per_process_batch <= 0:
+    raise ValueError(f'input.batch_size={config.batch_size}: expected a positive batch')
+  return meta.hop_length, keys
+
+
+def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_batch: int,
+                shard_index: int, shard_count: int) -> grain.DataLoader:
+  """The grain DataLoader of one process's shard (host numpy batches)."""
+  hop, keys = _check(config, builder, per_process_batch)
+  if config.worker_count and not flags.FLAGS.is_parsed():
+    # grain's worker processes read absl flags; outside an absl app (notebooks, tests) take the
+    # defaults rather than fail.
+    flags.FLAGS.mark_as_parsed()
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source),
+      shard_options=grain.sharding.ShardOptions(shard_index, shard_count,
+                                                drop_remainder=config.drop_remainder),
+      shuffle=config.shuffle, num_epochs=config.num_epochs, seed=config.seed)
+  return grain.DataLoader(
+      data_source=_WithIndex(source), sampler=sampler,
+      operations=[_Crop(config.crop_samples, hop, keys), _Encode(config.encoding, config.bits),
+                  grain.transforms.Batch(per_process_batch, drop_remainder=config.drop_remainder)],
+      worker_count=config.worker_count, worker_buffer_size=config.worker_buffer_size)
+
+
+def batch_shards(global_batch: int, sharding: jax.sharding.NamedSharding | None) -> int:
+  """Per-process batch size; raises ValueError if processes or mesh axes do not divide it."""
+  processes = jax.process_count()
+  if global_batch % processes:
+    raise ValueError(f'input.batch_size={global_batch} is not divisible by the {processes} JAX '
+                     'processes')
+  if sharding is not None and len(sharding.spec) and sharding.spec[0] is not None:
+    axes = sharding.spec[0] if isinstance(sharding.spec[0], tuple) else (sharding.spec[0],)
+    devices = math.prod(sharding.mesh.shape[a] for a in axes)
+    if global_batch % devices:
+      raise ValueError(f'input.batch_size={global_batch} is not divisible by the {devices} '
+                       f'devices of mesh axes {axes}')
+  return global_batch // processes
+
+
+class Batches:
+  """Iterator of global batches; checkpointable with grain.checkpoint.CheckpointSave/Restore."""
+
+  def __init__(self, loader: grain.DataLoader, sharding, per_process_batch: int, pad: bool):
+    self._iterator = iter(loader)
+    self._sharding, self._batch, self._pad = sharding, per_process_batch, pad
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._iterator)
+    if self._pad:
+      n = len(batch['audio'])
+      batch = {k: np.concatenate([v, np.zeros((self._batch - n,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+      batch['mask'] = np.arange(self._batch) < n
+    if self._sharding is None:
+      return batch
+    return {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
+
+  # The grain/Orbax checkpoint protocol, delegated to the DataLoader iterator.
+  def get_state(self) -> bytes:
+    return self._iterator.get_state()
+
+  def set_state(self, state: bytes) -> None:
+    self._iterator.set_state(state)
+
+  def start_prefetch(self) -> None:
+    if hasattr(self._iterator, 'start_prefetch'):
+      self._iterator.start_prefetch()
+
+
+def make_batches(config: ml_collections.ConfigDict,
+                 sharding: jax.sharding.NamedSharding | None = None,
+                 shard_index: int | None = None, shard_count: int | None = None) -> Batches:
+  """Global batches of `config` (see default_config) laid out with `sharding`.
+
+  Args:
+    config: the input config.
+    sharding: the batch sharding (leading axis over the data mesh axes); None yields host
+      numpy batches of this process.
+    shard_index, shard_count: this process's data shard; default jax.process_index() and
+      jax.process_count().
+
+  Returns:
+    a `Batches` iterator.
+  """
+  source, builder = load_source(config)
+  per_process = batch_shards(config.batch_size, sharding)
+  if shard_index is None:
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  loader = make_loader(config, source, builder, per_process, shard_index, shard_count)
+  logging.info('Input: maestro/%s %s, %d records, %d per process-batch, shard %d of %d',
+               builder.builder_config.name, config.split, len(source), per_process,
+               shard_index, shard_count)
+  return Batches(loader, sharding, per_process, pad=not config.drop_remainder)
+
