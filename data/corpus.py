@@ -34,12 +34,11 @@ from absl import logging
 import numpy as np
 import soundfile as sf
 
+from data import maestro
 from data import midi
 from data import synth
 
 CSV_NAME = 'maestro-v3.0.0.csv'
-COLUMNS = ('canonical_composer', 'canonical_title', 'split', 'year', 'midi_filename',
-           'audio_filename', 'duration')
 SOURCES = ('auto', 'bach', 'procedural')
 BACH_COMPOSER = 'Johann Sebastian Bach'
 PROCEDURAL_COMPOSER = 'Wavegen procedural'
@@ -320,7 +319,7 @@ def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_second
         logging.info('%d/%d %s: %.1f s', i + 1, len(jobs), rows[i]['audio_filename'], duration)
     csv_path = os.path.join(tmp, CSV_NAME)
     with open(csv_path, 'w', newline='', encoding='utf-8') as f:
-      writer = csv.DictWriter(f, COLUMNS)
+      writer = csv.DictWriter(f, maestro.CSV_COLUMNS)
       writer.writeheader()
       writer.writerows(rows)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -335,7 +334,7 @@ def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_second
 
 def _define_flags():
   """Command-line flags, defined only when this module is the program: importing it as a library
-  must not claim flag names (data/maestro.py has its own --num_workers)."""
+  must not claim flag names (data/prepare.py has its own --num_workers)."""
   flags.DEFINE_string('out', None, 'Directory to create (must not exist or be empty).',
                       required=True)
   flags.DEFINE_integer('num_pieces', 32, 'Pieces to write.')

@@ -26,9 +26,7 @@ naming the file and the fault; 'skip' leaves the piece out and lists it, with it
 only when preparation succeeded, so a failed preparation leaves nothing a later load could take
 for a finished dataset. `num_workers` > 1 decodes and resamples pieces in that many processes.
 
-    python -m data.maestro                              # the embedded corpus (built once, cached)
-    python -m data.maestro --manual_dir=~/maestro-v3.0.0 --data_dir=~/tensorflow_datasets \
-        --config=24k --num_workers=8 --on_bad_file=skip
+`python -m data.prepare` builds it from the command line.
 """
 
 import concurrent.futures
@@ -42,8 +40,6 @@ import os
 import re
 import time
 
-from absl import app
-from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
@@ -233,7 +229,7 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download MAESTRO (v1.0.0, v2.0.0 or v3.0.0, the "wav" zip) from
   https://magenta.tensorflow.org/datasets/maestro, unzip it and pass the folder holding
-  maestro-vX.Y.Z.csv as manual_dir (python -m data.maestro --manual_dir=...).
+  maestro-vX.Y.Z.csv as manual_dir (python -m data.prepare --manual_dir=...).
   """
 
   def __init__(self, *, on_bad_file: str = 'fail', num_workers: int = 1,
@@ -332,7 +328,7 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
 
 
 # ---------------------------------------------------------------------------------------------
-# The embedded corpus and the command line.
+# The embedded corpus, and preparing either.
 
 
 def cache_dir() -> str:
@@ -404,29 +400,3 @@ def describe(builder: Maestro) -> str:
     report = json.load(f)
   lines.append(f"  bad files skipped: {len(report['bad_files'])} (see {REPORT_NAME})")
   return '\n'.join(lines)
-
-
-def _define_flags():
-  # Defined only when run as a program: library modules that define flags at import collide.
-  flags.DEFINE_string('manual_dir', None, 'MAESTRO directory; default: the embedded corpus, '
-                      'generated under $WAVEGEN_CACHE (~/.cache/wavegen).')
-  flags.DEFINE_string('data_dir', None, 'TFDS data_dir to build into.')
-  flags.DEFINE_string('config', '16k', "'16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'.")
-  flags.DEFINE_enum('on_bad_file', 'fail', ['fail', 'skip'], 'Bad-file policy.')
-  flags.DEFINE_integer('num_workers', os.cpu_count(), 'Preparation processes.')
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  logging.set_verbosity(logging.INFO)
-  t = time.time()
-  builder = prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
-                    num_workers=f.num_workers)
-  print(describe(builder))
-  print(f'ready in {time.time() - t:.1f} s')
-
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

@@ -1,0 +1,42 @@
+r"""Builds the Maestro TFDS dataset and prints what it holds.
+
+    python -m data.prepare                      # the embedded corpus, generated and cached
+    python -m data.prepare --manual_dir=/path/to/maestro-v3.0.0 \
+        --data_dir=~/tensorflow_datasets --config=24k --num_workers=8 --on_bad_file=skip
+
+A dataset that is already prepared is not built again.
+"""
+
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from data import maestro
+
+_MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', None, 'MAESTRO directory (holding maestro-vX.Y.Z.csv); default: the embedded '
+    'corpus, generated under $WAVEGEN_CACHE (~/.cache/wavegen).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to build into; default: '
+                                'TFDS\'s for MAESTRO, the cache for the embedded corpus.')
+_CONFIG = flags.DEFINE_string('config', '16k', "'16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'.")
+_ON_BAD_FILE = flags.DEFINE_enum('on_bad_file', 'fail', ['fail', 'skip'],
+                                 "'fail': stop at the first bad file; 'skip': leave it out and "
+                                 'list it in bad_files.json.')
+_NUM_WORKERS = flags.DEFINE_integer('num_workers', os.cpu_count(), 'Preparation processes.')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  t = time.time()
+  builder = maestro.prepare(_CONFIG.value, _MANUAL_DIR.value, _DATA_DIR.value,
+                            on_bad_file=_ON_BAD_FILE.value, num_workers=_NUM_WORKERS.value)
+  print(maestro.describe(builder))
+  print(f'ready in {time.time() - t:.1f} s')
+
+
+if __name__ == '__main__':
+  app.run(main)
