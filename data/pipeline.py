@@ -16,9 +16,10 @@ A batch is a dict of arrays with a leading batch axis:
 Crops of T = `crop_samples` start anywhere in a segment, or on frame boundaries (multiples of the
 hop) when frame features are asked for, so that frame f of the crop covers audio samples
 [f hop, (f + 1) hop). grain seeds the crop of each record from the sampler's seed and the
-record's position, so the batches depend only on (seed, step): the same seed gives the same
-batches, in one process or with worker processes, and a restored iterator continues with exactly
-the batches the uninterrupted one would have produced. Its state goes into an Orbax checkpoint
+record's position, so the batches depend only on (seed, worker_count, step): the same seed
+gives the same batches, and a restored iterator continues with exactly the batches the
+uninterrupted one would have produced. (grain's workers interleave their records, so changing
+`worker_count` changes the order; keep it fixed across a resume.) Its state goes into an Orbax checkpoint
 as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
 """
 
@@ -187,6 +188,7 @@ class Batches:
   def __init__(self, loader: grain.DataLoader, sharding, per_process_batch: int, pad: bool):
     self._iterator = iter(loader)
     self._sharding, self._batch, self._pad = sharding, per_process_batch, pad
+    self._global = per_process_batch * jax.process_count()
 
   def __iter__(self):
     return self
@@ -200,7 +202,8 @@ class Batches:
       batch['mask'] = np.arange(self._batch) < n
     if self._sharding is None:
       return batch
-    return {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(self._sharding, v, (self._global,) +
+                                                      v.shape[1:]) for k, v in batch.items()}
 
   # The grain/Orbax checkpoint protocol, delegated to the DataLoader iterator.
   def get_state(self) -> bytes:

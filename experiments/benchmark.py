@@ -42,6 +42,7 @@ _WORKERS = flags.DEFINE_list('worker_count', ['0', '2'], 'grain worker counts to
 _PREPARE_WORKERS = flags.DEFINE_integer('prepare_workers', 2, 'Dataset preparation processes.')
 _BATCHES = flags.DEFINE_integer('batches', 20, 'Batches per timed window.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed windows (the median is reported).')
+_PIECES = flags.DEFINE_integer('corpus_pieces', 32, 'Pieces of the generated corpus.')
 
 
 def describe_machine() -> dict:
@@ -87,9 +88,9 @@ def wavenet_train_flops_per_sample(layers=30, residual=64, gate=128, skip=64, ke
   return 3 * 2 * (layers * per_layer + head + stem)
 
 
-def measure_preparation(config_name: str, workers: int, root: str) -> dict:
+def measure_preparation(config_name: str, workers: int, root: str, pieces: int) -> dict:
   t = time.perf_counter()
-  manual_dir = corpus.write_corpus(os.path.join(root, 'corpus'))
+  manual_dir = corpus.write_corpus(os.path.join(root, 'corpus'), num_pieces=pieces)
   generated = time.perf_counter() - t
   manual_dir = os.path.dirname(manual_dir)
   t = time.perf_counter()
@@ -125,7 +126,7 @@ def measure_input(config, batches: int, repeats: int) -> float:
 def bench_input() -> dict:
   out = {}
   with tempfile.TemporaryDirectory() as root:
-    prep = measure_preparation(_DATASET.value, _PREPARE_WORKERS.value, root)
+    prep = measure_preparation(_DATASET.value, _PREPARE_WORKERS.value, root, _PIECES.value)
     logging.info('preparation: %s', prep)
     out.update({k: v for k, v in prep.items() if not k.endswith('_dir')})
     config = pipeline.default_config()
