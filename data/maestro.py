@@ -239,6 +239,11 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
     self._on_bad_file = on_bad_file
     self._num_workers = num_workers
     self._tolerance_s = duration_tolerance_s
+    config = kwargs.get('config')
+    if isinstance(config, MaestroConfig) and config.name in {c.name for c in self.BUILDER_CONFIGS}:
+      # TFDS accepts a registered config by name only; a copy of one (from pickling the builder
+      # into grain's worker processes, say) would be taken for a clashing custom config.
+      kwargs['config'] = config.name
     super().__init__(file_format='array_record', **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -1,6 +1,7 @@
 """The Maestro TFDS builder on MAESTRO-format fixtures, with good and bad input."""
 
 import csv
+import pickle
 import json
 import os
 import shutil
@@ -282,3 +283,9 @@ def test_directory_without_csv(policy, maestro_dir, tmp_path):
 def test_bad_policy_name():
   with pytest.raises(ValueError, match='on_bad_file'):
     maestro.Maestro(config=TEST_CONFIG, on_bad_file='ignore')
+
+
+def test_builder_with_a_registered_config_pickles(tmp_path):
+  # grain's worker processes unpickle the data source, and with it the builder.
+  b = maestro.Maestro(config=maestro.get_config('16k'), data_dir=str(tmp_path))
+  assert pickle.loads(pickle.dumps(b)).builder_config.name == '16k'
