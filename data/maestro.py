@@ -103,8 +103,8 @@ def find_csv(manual_dir: str) -> str:
     raise BadFileError(f'{manual_dir}: no maestro-v*.csv in this directory; expected the MAESTRO '
                        'v1/v2/v3 layout (CSV next to the year folders)')
   if len(found) > 1:
-    raise BadFileError(f'{manual_dir}: several MAESTRO CSVs ({", ".join(map(os.path.basename, found))}); '
-                       'expected one')
+    names = ', '.join(map(os.path.basename, found))
+    raise BadFileError(f'{manual_dir}: several MAESTRO CSVs ({names}); expected one')
   return found[0]
 
 
@@ -296,7 +296,7 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
     manual_dir = os.fspath(dl_manager.manual_dir)
     pieces, bad_rows = read_csv(find_csv(manual_dir))
     for row, fault in bad_rows:
-      self._bad('?', row, fault)
+      self._bad('csv', row, fault)
     c = self.builder_config
     checks = _ordered_map(self._pool, check_piece,
                           [(manual_dir, p, c.sample_rate, self._tolerance_s) for p in pieces],
@@ -314,8 +314,8 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, manual_dir, pieces):
     c = self.builder_config
-    results = _ordered_map(self._pool, piece_examples,
-                           [(manual_dir, p, c) for p in pieces], window=2 * max(self._num_workers, 1))
+    results = _ordered_map(self._pool, piece_examples, [(manual_dir, p, c) for p in pieces],
+                           window=2 * max(self._num_workers, 1))
     for piece, (examples, fault) in zip(pieces, results):
       if fault:
         self._bad(piece.split, piece.audio_filename, fault)

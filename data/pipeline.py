@@ -19,8 +19,8 @@ hop) when frame features are asked for, so that frame f of the crop covers audio
 record's position, so the batches depend only on (seed, worker_count, step): the same seed
 gives the same batches, and a restored iterator continues with exactly the batches the
 uninterrupted one would have produced. (grain's workers interleave their records, so changing
-`worker_count` changes the order; keep it fixed across a resume.) Its state goes into an Orbax checkpoint
-as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
+`worker_count` changes the order; keep it fixed across a resume.) Its state goes into an Orbax
+checkpoint as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
 """
 
 import math

@@ -1,0 +1,1 @@
+"""Jobs (benchmark; train, evaluate and sample come with the models) and their machinery."""

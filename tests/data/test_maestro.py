@@ -150,6 +150,12 @@ def _write_rows(manual_dir, rows, fields=maestro.CSV_COLUMNS):
     w.writerows(rows)
 
 
+def _set_in_csv(d, key, value):
+  rows = _rows(d)
+  _first_train(rows)[key] = value
+  _write_rows(d, rows)
+
+
 def _wav_bytes(path):
   with open(path, 'rb') as f:
     return f.read()
@@ -182,9 +188,7 @@ def missing_wav(d, row):
 
 
 def duration_mismatch(d, row):
-  rows = _rows(d)
-  _first_train(rows)['duration'] = str(float(row['duration']) + 0.5)
-  _write_rows(d, rows)
+  _set_in_csv(d, 'duration', str(float(row['duration']) + 0.5))
   return row['audio_filename'], 'differs from the CSV'
 
 
@@ -192,9 +196,7 @@ def wrong_sample_rate(d, row):
   p = os.path.join(d, row['audio_filename'])
   x, sr = sf.read(p)
   sf.write(p, x[::8], sr // 8, subtype='PCM_16')
-  rows = _rows(d)
-  _first_train(rows)['duration'] = str(len(x[::8]) / (sr // 8))
-  _write_rows(d, rows)
+  _set_in_csv(d, 'duration', str(len(x[::8]) / (sr // 8)))
   return row['audio_filename'], 'below the dataset'
 
 
@@ -210,9 +212,7 @@ def missing_midi(d, row):
 
 
 def bad_csv_value(d, row):
-  rows = _rows(d)
-  _first_train(rows)['year'] = 'MMIV'
-  _write_rows(d, rows)
+  _set_in_csv(d, 'year', 'MMIV')
   return 'maestro-v3.0.0.csv:', 'bad row'
 
 
