@@ -30,6 +30,7 @@ for a finished dataset. `num_workers` > 1 decodes and resamples pieces in that m
 """
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import fcntl
@@ -362,23 +363,33 @@ def get_config(name: str | MaestroConfig) -> MaestroConfig:
   return MaestroConfig.make(*map(int, m.groups()))
 
 
+@contextlib.contextmanager
+def _file_lock(path: str | None):
+  """An exclusive lock on `path` (none if None): concurrent jobs on one machine prepare once."""
+  if path is None:
+    yield
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    yield
+
+
 def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
             data_dir: str | None = None, **builder_kwargs) -> Maestro:
   """The prepared builder: MAESTRO from `manual_dir`, or the embedded corpus when it is None.
 
-  The embedded corpus is generated (data/corpus.py) and built on first use under `cache_dir()`,
-  behind a file lock so that concurrent jobs on one machine build it once.
+  The embedded corpus is generated (data/corpus.py) and built on first use under `cache_dir()`.
+  Preparation holds a file lock in `data_dir` (when one is known), so that concurrent jobs on
+  one machine build a dataset once and the others wait for it.
   """
   config = get_config(config)
-  lock = None
-  if manual_dir is None:
+  embedded = manual_dir is None
+  if embedded:
     manual_dir, default_data_dir = embedded_dirs()
     data_dir = data_dir or default_data_dir
-    os.makedirs(data_dir, exist_ok=True)
-    lock = open(os.path.join(os.path.dirname(data_dir), 'lock'), 'w')
-    fcntl.flock(lock, fcntl.LOCK_EX)
-  try:
-    if lock and not os.path.exists(manual_dir):
+  with _file_lock(os.path.join(data_dir, '.prepare.lock') if data_dir else None):
+    if embedded and not os.path.exists(manual_dir):
       from data import corpus  # pylint: disable=g-import-not-at-top
       logging.info('Generating the embedded corpus in %s', manual_dir)
       corpus.write_corpus(manual_dir)
@@ -387,9 +398,6 @@ def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           manual_dir=os.path.expanduser(manual_dir)))
     return builder
-  finally:
-    if lock:
-      lock.close()
 
 
 def describe(builder: Maestro) -> str:

@@ -289,3 +289,29 @@ def test_builder_with_a_registered_config_pickles(tmp_path):
   # grain's worker processes unpickle the data source, and with it the builder.
   b = maestro.Maestro(config=maestro.get_config('16k'), data_dir=str(tmp_path))
   assert pickle.loads(pickle.dumps(b)).builder_config.name == '16k'
+
+
+def test_registered_24k_config(maestro_dir, tmp_path):
+  b = maestro.prepare('24k', manual_dir=maestro_dir, data_dir=str(tmp_path))
+  assert b.info.metadata['sample_rate'] == 24000
+  rows = _rows(maestro_dir)
+  for split in ('train', 'validation', 'test'):
+    assert len(b.as_data_source()[split]) >= 1
+    for ex in b.as_data_source()[split]:
+      assert ex['audio'].shape == (98304,) and ex['pianoroll'].shape == (128, 88)
+      row = next(r for r in rows if r['audio_filename'] == ex['audio_filename'].decode())
+      full, _ = _resampled(maestro_dir, row, 24000)
+      s = int(ex['start_sample'])
+      np.testing.assert_allclose(audio.from_int16(ex['audio']), full[s:s + 98304], atol=1 / 32768)
+
+
+@pytest.mark.parametrize('version', ['1.0.0', '2.0.0'])
+def test_older_maestro_csv_names(version, maestro_dir, built, tmp_path):
+  d = str(tmp_path / 'm')
+  shutil.copytree(maestro_dir, d)
+  os.rename(maestro.find_csv(d), os.path.join(d, f'maestro-v{version}.csv'))
+  b = _prepare(d, str(tmp_path / 'tfds'), 'fail')
+  assert len(b.as_data_source()['train']) == len(built.as_data_source()['train'])
+  shutil.copy(os.path.join(d, f'maestro-v{version}.csv'), os.path.join(d, 'maestro-v3.0.0.csv'))
+  with pytest.raises(maestro.BadFileError, match='several MAESTRO CSVs'):
+    maestro.find_csv(d)
