@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 import soundfile as sf
 
+from data import audio
 from data import maestro
 from data import midi
 from data import synth
@@ -234,7 +235,7 @@ def _write_piece(job: dict) -> float:
   num_samples = int(round((notes.end_time + TAIL) * sr))
   x = synth.render(notes, sr, num_samples, seed=job['seed'])  # [T, 2]
   x *= 10 ** (PEAK_DBFS / 20) / max(float(np.abs(x).max()), 1e-9)
-  pcm = np.round(x * 32767).astype(np.int16)  # [T, 2]
+  pcm = audio.to_int16(x)  # [T, 2]
   sf.write(os.path.join(job['root'], job['audio_filename']), pcm, sr, subtype='PCM_16')
   return num_samples / sr
 

@@ -69,7 +69,7 @@ def test_wavs_are_16_bit_stereo_at_cycled_rates(procedural):
     assert abs(float(r['duration']) - notes.end_time - corpus.TAIL) <= 1 / info.samplerate
     assert notes.end_time <= 5.0
     x, _ = sf.read(os.path.join(out, r['audio_filename']), dtype='int16')
-    assert abs(np.abs(x.astype(np.int32)).max() - 32767 * 10**(-1 / 20)) <= 1
+    assert abs(np.abs(x.astype(np.int32)).max() - 32768 * 10**(-1 / 20)) <= 1
     assert np.abs(x[-int(0.5 * info.samplerate):]).max() == 0  # the damped tail is silent
 
 
