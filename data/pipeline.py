@@ -213,8 +213,7 @@ class Batches:
     self._iterator.set_state(state)
 
   def start_prefetch(self) -> None:
-    if hasattr(self._iterator, 'start_prefetch'):
-      self._iterator.start_prefetch()
+    self._iterator.start_prefetch()
 
 
 def make_batches(config: ml_collections.ConfigDict,
@@ -234,8 +233,8 @@ def make_batches(config: ml_collections.ConfigDict,
   """
   source, builder = load_source(config)
   per_process = batch_shards(config.batch_size, sharding)
-  if shard_index is None:
-    shard_index, shard_count = jax.process_index(), jax.process_count()
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
   loader = make_loader(config, source, builder, per_process, shard_index, shard_count)
   logging.info('Input: maestro/%s %s, %d records, %d per process-batch, shard %d of %d',
                builder.builder_config.name, config.split, len(source), per_process,

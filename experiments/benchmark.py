@@ -26,7 +26,6 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from data import corpus
 from data import maestro
@@ -90,9 +89,9 @@ def wavenet_train_flops_per_sample(layers=30, residual=64, gate=128, skip=64, ke
 
 def measure_preparation(config_name: str, workers: int, root: str, pieces: int) -> dict:
   t = time.perf_counter()
-  manual_dir = corpus.write_corpus(os.path.join(root, 'corpus'), num_pieces=pieces)
+  manual_dir = os.path.join(root, 'corpus')
+  corpus.write_corpus(manual_dir, num_pieces=pieces)
   generated = time.perf_counter() - t
-  manual_dir = os.path.dirname(manual_dir)
   t = time.perf_counter()
   builder = maestro.prepare(config_name, manual_dir=manual_dir,
                             data_dir=os.path.join(root, 'tfds'), num_workers=workers)
