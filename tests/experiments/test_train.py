@@ -1,0 +1,229 @@
+"""The trainer: real train_and_evaluate runs, sharding equivalence, resume, preemption, errors."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import checkpoint
+from experiments import sharding
+from experiments import train
+from experiments.configs import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'wavenet.py')
+
+
+def tiny(**overrides):
+  """The runlocal WaveNet shrunk to seconds: 4 layers, 8 x 512-sample crops."""
+  c = common.load(f'{CONFIG}:runlocal')
+  with c.unlocked():
+    c.model.update(num_layers=4, dilation_cycle=4, residual_channels=16, gate_channels=32,
+                   skip_channels=16)
+    c.input.crop_samples = 512
+    c.total_steps = 6
+    c.log_every_steps = 2
+    c.evals.every_steps = 0
+    c.evals.sample_every_steps = 0
+    c.checkpoint.every_steps = 2
+    c.optim.warmup_steps = 2
+    for key, value in overrides.items():
+      target = c
+      *path, leaf = key.split('.')
+      for p in path:
+        target = target[p]
+      target[leaf] = value
+  return c
+
+
+def overrides_flags(**overrides):
+  base = dict(**{'model.num_layers': 4, 'model.dilation_cycle': 4, 'model.residual_channels': 16,
+                 'model.gate_channels': 32, 'model.skip_channels': 16,
+                 'input.crop_samples': 512, 'log_every_steps': 2, 'evals.every_steps': 0,
+                 'evals.sample_every_steps': 0, 'optim.warmup_steps': 2})
+  base.update(overrides)
+  return [f'--config.{k}={v}' for k, v in base.items()]
+
+
+def run_cli(workdir, *flags_, wait=True):
+  cmd = [sys.executable, '-m', 'experiments.train', f'--config={CONFIG}:runlocal',
+         f'--workdir={workdir}', *flags_]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  if wait:
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+  return proc
+
+
+def params_of(workdir, step=None):
+  state, _ = checkpoint.load(workdir, step)
+  return state['params']
+
+
+def test_one_step_through_train_and_evaluate(tmp_path):
+  c = tiny(total_steps=1, **{'evals.every_steps': 1, 'evals.batches': 1,
+                             'evals.crop_samples': 1024, 'evals.sample_every_steps': 1,
+                             'evals.sample_seconds': 0.01})
+  out = train.train_and_evaluate(c, str(tmp_path))
+  assert np.isfinite(out['loss']) and out['loss'] > 0
+  assert out['validation_samples'] == 8 * 1023
+  state, saved = checkpoint.load(str(tmp_path))
+  assert int(state['step']) == 1 and saved.model.num_layers == 4
+  assert os.listdir(tmp_path / 'tb')
+
+
+def test_loss_falls_on_the_embedded_corpus(tmp_path):
+  c = tiny(total_steps=100, log_every_steps=10, **{'optim.learning_rate': 1e-2,
+                                                    'optim.warmup_steps': 10,
+                                                    'checkpoint.every_steps': 100})
+  first = tiny(total_steps=1, **{'checkpoint.every_steps': 1})
+  start = train.train_and_evaluate(first, str(tmp_path / 'a'))['bits_per_sample']
+  end = train.train_and_evaluate(c, str(tmp_path / 'b'))['bits_per_sample']
+  assert start > 7.5 and end < start - 1.0, (start, end)
+
+
+def _loss_and_grads(config, devices):
+  model = train.create_model(config)
+  mesh = sharding.make_mesh(config.mesh, devices=devices)
+  rules = sharding.rules(config)
+  state, shardings = train.create_state(config, model, mesh, rules)
+  rng = np.random.default_rng(0)
+  batch = {'audio': rng.integers(0, 256, (8, 512)).astype(np.int32)}
+  batch = jax.device_put(batch, sharding.batch_sharding(mesh, rules))
+  module = train.model_module(config)
+
+  def f(params, batch):
+    with nn.logical_axis_rules(rules):
+      return jax.value_and_grad(lambda p: train.loss_fn(model, module, config, p, batch)[0])(
+          params)
+
+  with jax.set_mesh(mesh):
+    loss, grads = jax.jit(f, in_shardings=(shardings['params'], None))(state['params'], batch)
+  return float(loss), jax.device_get(grads), shardings
+
+
+def test_sharded_loss_and_gradients_equal_one_device():
+  assert jax.device_count() == 8
+  c = tiny(mesh={'data': 4, 'model': 2})
+  loss8, grads8, shardings = _loss_and_grads(c, jax.devices())
+  # The gate channels really are split over the model axis.
+  spec = shardings['params']['l0_conv_kernel'].spec
+  assert 'model' in jax.tree.leaves(tuple(spec)), spec
+  c1 = tiny(mesh={'data': 1, 'model': 1})
+  loss1, grads1, _ = _loss_and_grads(c1, jax.devices()[:1])
+  assert abs(loss8 - loss1) < 1e-5
+  for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
+    np.testing.assert_allclose(g8, g1, atol=1e-5, rtol=1e-5)
+
+
+def test_killed_run_resumes_bit_identically(tmp_path):
+  total = 10
+  flags_ = overrides_flags(total_steps=total, **{'checkpoint.every_steps': 2,
+                                                 'checkpoint.keep': 20})
+  code, out = run_cli(tmp_path / 'straight', *flags_)
+  assert code == 0, out
+  proc = run_cli(tmp_path / 'killed', *flags_, wait=False)
+  ckpt = tmp_path / 'killed' / 'checkpoints' / '4'
+  deadline = time.time() + 240
+  while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  steps = sorted(int(s) for s in os.listdir(tmp_path / 'killed' / 'checkpoints') if s.isdigit())
+  assert steps and steps[-1] < total, steps  # it died mid-run
+  code, out = run_cli(tmp_path / 'killed', *flags_)
+  assert code == 0, out
+  assert f'resumed from step {steps[-1]}' in out
+  a, b = params_of(str(tmp_path / 'straight')), params_of(str(tmp_path / 'killed'))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sigterm_saves_and_exits_zero(tmp_path):
+  flags_ = overrides_flags(total_steps=100000, **{'checkpoint.every_steps': 3})
+  proc = run_cli(tmp_path, *flags_, wait=False)
+  first = tmp_path / 'checkpoints' / '3'
+  deadline = time.time() + 240
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  match = re.search(r'Preempted at step (\d+)', out)
+  assert match, out
+  state, _ = checkpoint.load(str(tmp_path))
+  assert int(state['step']) == int(match.group(1)) >= 3
+
+
+def test_resume_onto_a_different_mesh(tmp_path):
+  """Saved on 8 devices (data 4 x model 2), resumed in a 1-device process."""
+  c = tiny(total_steps=2, mesh={'data': 4, 'model': 2})
+  train.train_and_evaluate(c, str(tmp_path))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  cmd = [sys.executable, '-m', 'experiments.train', f'--config={CONFIG}:runlocal',
+         f'--workdir={tmp_path}', *overrides_flags(total_steps=4), '--config.mesh.data=1',
+         '--config.mesh.model=1', '--config.checkpoint.every_steps=2']
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert 'resumed from step 2' in out.stderr and '1 devices' in out.stderr
+  assert int(checkpoint.load(str(tmp_path))[0]['step']) == 4
+
+
+def test_nan_stops_with_the_last_good_checkpoint(tmp_path):
+  c = tiny(total_steps=4, **{'optim.max_consecutive_nonfinite': 1,
+                             'checkpoint.every_steps': 2})
+  train.train_and_evaluate(c, str(tmp_path))
+  good = params_of(str(tmp_path))
+  with c.unlocked():
+    c.total_steps = 8
+    c.optim.learning_rate = float('nan')  # every update non-finite from step 5
+  with pytest.raises(FloatingPointError, match='last good checkpoint'):
+    train.train_and_evaluate(c, str(tmp_path))
+  steps = checkpoint.manager(str(tmp_path), read_only=True).all_steps()
+  assert max(steps) == 4
+  for x, y in zip(jax.tree.leaves(good), jax.tree.leaves(params_of(str(tmp_path)))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_bad_model_name():
+  with pytest.raises(ValueError, match=r"model_name='nope'.*wavenet"):
+    train.create_model(tiny(model_name='nope'))
+
+
+def test_bad_model_key():
+  c = tiny()
+  with c.unlocked():
+    c.model.num_layerz = 3
+  with pytest.raises(ValueError, match='num_layerz'):
+    train.create_model(c)
+
+
+def test_bad_override_key_is_one_line_error(tmp_path):
+  code, out = run_cli(tmp_path, '--config.total_stepz=3')
+  assert code != 0 and 'total_stepz' in out
+
+
+def test_bad_config_argument():
+  with pytest.raises(ValueError, match='runlocl'):
+    common.load(f'{CONFIG}:runlocl')
+
+
+def test_batch_not_divisible_by_data_axis(tmp_path):
+  c = tiny(mesh={'data': 8, 'model': 1}, **{'input.batch_size': 12})
+  with pytest.raises(ValueError, match=r'input.batch_size=12 .*8 devices'):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_workdir_of_a_different_model(tmp_path):
+  train.train_and_evaluate(tiny(total_steps=2), str(tmp_path))
+  with pytest.raises(ValueError, match=r'different wavenet.*num_layers: 4 -> 5'):
+    train.train_and_evaluate(tiny(total_steps=4, **{'model.num_layers': 5}), str(tmp_path))
