@@ -12,6 +12,19 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
   * the matmul peak of this machine (float32, GFLOP/s) and what one training step of the
     30-layer, 64-channel WaveNet (kernel 2, 128 gate and 64 skip channels, 256-way softmax) would
     consume at that peak, from its FLOPs per sample: the pipeline's headroom is the ratio.
+
+--what=train measures one jitted training step of `--config` (default the `peer` WaveNet:
+30 layers, 64/128/64 channels, batch 4 x 8,000 samples) on synthetic codes, over every device:
+  * train_samples_per_s: batch x crop audio samples per second (median over `--repeats`
+    windows of `--steps` steps, after compilation and a warm-up);
+  * the matmul FLOPs per sample (2 x the multiply-adds of every per-sample kernel, x 3 for the
+    backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
+    float32 matmul peak.
+
+--what=sampler measures the cached sampler (per-layer queues, lax.scan) of `--config`'s model
+with random parameters, for 1 and 16 streams, in samples/s summed over the streams, and the
+realtime factor at the dataset's sample rate (samples/s per stream / rate); and the naive
+sampler that recomputes the whole receptive field each step, for one stream.
 """
 
 import json
@@ -27,11 +40,25 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
+import flax.linen as nn
+from ml_collections import config_flags
+import numpy as np
+
 from data import corpus
 from data import maestro
 from data import pipeline
+from experiments import sharding
+from experiments import train
 
-_WHAT = flags.DEFINE_enum('what', 'input', ['input'], 'What to measure.')
+_WHAT = flags.DEFINE_enum('what', 'input', ['input', 'train', 'sampler'], 'What to measure.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
+    lock_config=True)
+_STEPS = flags.DEFINE_integer('steps', 5, 'Training steps per timed window.')
+_SAMPLES = flags.DEFINE_list('sampler_samples', ['16000', '4000'],
+                             'Samples per stream generated per timed window, for 1 and 16 '
+                             'streams.')
+_NAIVE_SAMPLES = flags.DEFINE_integer('naive_samples', 20, 'Steps of the naive sampler.')
 _JSON = flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
 _DATASET = flags.DEFINE_string('dataset', '16k', 'Maestro builder config.')
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Global batch.')
@@ -151,11 +178,108 @@ def bench_input() -> dict:
   return out
 
 
+def model_train_flops_per_sample(config) -> float:
+  """Matmul FLOPs per audio sample of one training step: 2 x 3 x the multiply-adds of every
+  kernel applied once per sample (the one-hot stem is a gather; conditioning runs per frame)."""
+  model = train.create_model(config)
+  params = train.abstract_state(config, model)['params']
+  per_sample = sum(v.size for k, v in params.items() if k.endswith('_kernel') and not (
+      k.startswith(('stem', 'global', 'local')) or k.endswith(('_global_kernel',
+                                                              '_local_kernel'))))
+  return 6. * per_sample
+
+
+def _median_time(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def bench_train() -> dict:
+  config = _CONFIG.value
+  model = train.create_model(config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules(config)
+  state, shardings = train.create_state(config, model, mesh, rules)
+  batch_sh = sharding.batch_sharding(mesh, rules)
+  b, t = config.input.batch_size, config.input.crop_samples
+  rng = np.random.default_rng(0)
+  batch = {'audio': rng.integers(0, 2 ** config.input.bits, (b, t)).astype(np.int32)}
+  if config.local_features:
+    f = t // model.hop_length
+    for k in config.local_features:
+      batch[k] = rng.integers(0, 2, (b, f, 88)).astype(np.uint8)
+  batch = jax.device_put(batch, batch_sh)
+  step = train.make_train_step(config, model, train.make_optimizer(config), rules, shardings,
+                               batch_sh)
+  with jax.set_mesh(mesh):
+    holder = [state]
+
+    def run():
+      for _ in range(_STEPS.value):
+        holder[0], m = step(holder[0], batch)
+      jax.block_until_ready(m)
+
+    run()  # compile + warm-up
+    seconds = _median_time(run, _REPEATS.value) / _STEPS.value
+  rate = b * t / seconds
+  flops = model_train_flops_per_sample(config)
+  peak = matmul_peak_gflops()
+  logging.info('train: %.0f samples/s, %.1f GFLOP/s of %.1f peak', rate, rate * flops / 1e9,
+               peak)
+  return {'train_batch_size': b, 'train_crop_samples': t, 'train_step_s': seconds,
+          'train_samples_per_s': rate, 'train_flops_per_sample': flops,
+          'train_gflops_per_s': rate * flops / 1e9, 'matmul_peak_gflops': peak,
+          'train_fraction_of_matmul_peak': rate * flops / 1e9 / peak,
+          'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
+
+
+def bench_sampler() -> dict:
+  config = _CONFIG.value
+  model = train.create_model(config)
+  module = train.model_module(config)
+  if config.local_features or config.global_key:
+    raise app.UsageError('--what=sampler measures unconditional models; pick such a --config')
+  variables = {'params': nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))[
+      'params'])}
+  rate = maestro.get_config(config.input.dataset).sample_rate
+  out = {'sample_rate': rate, 'receptive_field': model.receptive_field}
+  for streams, n in zip((1, 16), map(int, _SAMPLES.value)):
+    def run(streams=streams, n=n):
+      for chunk in module.generate(model, variables, jax.random.key(1), n, batch=streams,
+                                   chunk_samples=n):
+        assert chunk.shape == (streams, n)
+
+    run()  # compile
+    sps = streams * n / _median_time(run, _REPEATS.value)
+    key = f'sampler_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
+    out[key] = sps
+    out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
+    logging.info('cached sampler, %d streams: %.0f samples/s', streams, sps)
+  window = jnp.zeros((1, model.receptive_field), jnp.int32)
+  n = _NAIVE_SAMPLES.value
+  naive = lambda: module.naive_generate(model, variables, jax.random.key(1), n,
+                                        window).block_until_ready()
+  naive()
+  sps = n / _median_time(naive, _REPEATS.value)
+  out.update(naive_sampler_1_stream_samples_per_s=sps,
+             naive_sampler_1_stream_realtime_factor=sps / rate,
+             cached_over_naive_1_stream=out['sampler_1_stream_samples_per_s'] / sps)
+  logging.info('naive sampler, 1 stream: %.1f samples/s', sps)
+  return out
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   figures = {'what': _WHAT.value, 'machine': describe_machine()}
-  figures.update({'input': bench_input}[_WHAT.value]())
+  if _WHAT.value != 'input':
+    figures['config'] = json.loads(_CONFIG.value.to_json_best_effort())
+  figures.update({'input': bench_input, 'train': bench_train,
+                  'sampler': bench_sampler}[_WHAT.value]())
   text = json.dumps(figures, indent=1, default=float)
   print(text)
   if _JSON.value:

@@ -387,21 +387,20 @@ def _check_finite(config, step, values, mngr) -> None:
         'intact')
 
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:arg].',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs and config.')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if _WORKDIR.value is None or _CONFIG.value is None:
+  if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
     raise app.UsageError('--config and --workdir are required')
   logging.set_verbosity(logging.INFO)
   if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('SLURM_JOB_ID'):
     jax.distributed.initialize()
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
+  # Flags belong to the program, not the library: other jobs import this module.
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file[:arg].',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs and config.')
   app.run(main)

@@ -32,3 +32,35 @@ def test_input_benchmark_writes_json(tmp_path):
   for key in ('input_samples_per_s', 'preparation_audio_s_per_s', 'matmul_peak_gflops',
               'wavenet_30x64_samples_per_s_at_matmul_peak', 'input_headroom_over_wavenet_at_peak'):
     assert figures[key] > 0, key
+
+
+def _run(tmp_path, what, *extra):
+  out = tmp_path / f'{what}.json'
+  subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', f'--what={what}', f'--json={out}',
+       '--config=experiments/configs/wavenet.py:runlocal', '--config.input.crop_samples=512',
+       '--config.model.num_layers=4', '--repeats=1', *extra],
+      cwd=ROOT, check=True, capture_output=True, timeout=300,
+      env=dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+  return json.loads(out.read_text())
+
+
+def test_train_benchmark_writes_json(tmp_path):
+  figures = _run(tmp_path, 'train', '--steps=1')
+  assert figures['config']['model']['num_layers'] == 4
+  assert figures['train_batch_size'] == 8 and figures['train_crop_samples'] == 512
+  # 4 layers: conv 2 x 32 -> 2 x 32, residual (3 layers) and skip 32 -> 32 / 64; head 64 -> 64
+  # -> 256; x 2 FLOPs x 3 passes.
+  macs = 4 * 64 * 64 + 3 * 32 * 32 + 4 * 32 * 64 + 64 * 64 + 64 * 256
+  assert figures['train_flops_per_sample'] == 6 * macs
+  for key in ('train_samples_per_s', 'train_gflops_per_s', 'train_fraction_of_matmul_peak'):
+    assert figures[key] > 0, key
+
+
+def test_sampler_benchmark_writes_json(tmp_path):
+  figures = _run(tmp_path, 'sampler', '--sampler_samples=40,10', '--naive_samples=3')
+  assert figures['receptive_field'] == (1 + 2 + 4 + 8) + 1 + 1  # dilations, stem, itself
+  for key in ('sampler_1_stream_samples_per_s', 'sampler_16_streams_samples_per_s',
+              'naive_sampler_1_stream_samples_per_s', 'sampler_1_stream_realtime_factor'):
+    assert figures[key] > 0, key
+  assert figures['machine']['cpu_count'] >= 1
