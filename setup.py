@@ -36,7 +36,9 @@ setuptools.setup(
     extras_require={
         # Real Bach chorales for the embedded corpus (else a procedural fallback is used).
         'corpus': ['music21>=10.5.1,<11'],
-        'test': ['pytest>=9.2,<10', 'music21>=10.5.1,<11'],
+        # tests/test_colab.py runs the notebook in a kernel of the test interpreter.
+        'test': ['pytest>=9.2,<10', 'music21>=10.5.1,<11', 'nbclient>=0.11.0,<0.12',
+                 'nbformat>=5.11.1,<6', 'ipykernel>=7.4.0,<8', 'matplotlib>=3.11.2,<4'],
         'cuda': [_JAX.replace('jax', 'jax[cuda13]', 1)],
         'tpu': [_JAX.replace('jax', 'jax[tpu]', 1)],
     },

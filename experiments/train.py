@@ -217,8 +217,8 @@ def marginal_entropy_bits(config: ml_collections.ConfigDict, split: str) -> floa
   """Entropy of the code marginal over every sample of `split`, in bits: the baseline NLL of a
   model that ignores context."""
   c = ml_collections.ConfigDict(config.input.to_dict())
-  c.update(split=split, batch_size=jax.process_count(), crop_samples=None, shuffle=False, num_epochs=1,
-           drop_remainder=False, worker_count=0, frame_features=())
+  c.update(split=split, batch_size=jax.process_count(), crop_samples=None, shuffle=False,
+           num_epochs=1, drop_remainder=False, worker_count=0, frame_features=())
   counts = np.zeros(2 ** c.bits, np.int64)
   for batch in pipeline.make_batches(c, shard_index=0, shard_count=1):
     counts += np.bincount(batch['audio'][batch['mask']].ravel(), minlength=counts.size)

@@ -1,0 +1,267 @@
+r"""Evaluates a run's checkpoints on a whole split: NLL in bits per sample, against the entropy of
+the split's code marginal.
+
+    python -m experiments.evaluate --workdir=/tmp/wn [--step=N] [--split=validation|test] \
+        [--batch_size=8] [--crop_samples=N]
+    python -m experiments.evaluate --workdir=/tmp/wn --follow [--poll_seconds=60]
+
+Without --step: the latest checkpoint. With --follow: every checkpoint not yet in the results
+file, oldest first, as the trainer writes them, until the checkpoint of step
+`config.total_steps` has been evaluated (--timeout_seconds stops a wait for a run that died).
+
+Each checkpoint is restored onto the mesh of its saved config (`config.mesh` over this job's
+devices, so a run trained on 8 devices evaluates on 1), together with its optimizer state: the
+state is restored as it was saved, then only the parameters are used.
+
+What is measured: every segment of the split once, in order (train.eval_batches with no batch
+limit), each from silence; position 0 of a segment is context only, so a split of segments of
+N_i samples counts sum(N_i - 1) predicted samples. --crop_samples evaluates one random crop of
+each segment instead (seeded, the same crops every time). The baseline is the entropy of the
+split's code histogram (train.marginal_entropy_bits): what a model that ignores context scores.
+It is computed once per split and dataset and cached in the results file.
+
+Results, on process 0:
+  workdir/eval_<split>.json     {'split', 'marginal': {'input', 'entropy_bits'},
+                                 'steps': {'<step>': {'bits_per_sample', 'nll', 'samples', ...}}}
+                                replaced atomically (tmp + os.replace) after each checkpoint;
+  workdir/tb/eval_<split>/      TensorBoard scalars '<split>/bits_per_sample', ... : a run beside
+                                the trainer's, so the whole-split curve overlays its periodic one.
+"""
+
+import functools
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+
+from experiments import checkpoint
+from experiments import metrics as metrics_lib
+from experiments import sharding
+from experiments import train
+
+# The input keys that decide which samples a split holds (the marginal is cached per value).
+_DATA_KEYS = ('dataset', 'manual_dir', 'data_dir', 'encoding', 'bits')
+
+
+def results_path(workdir: str, split: str) -> str:
+  return os.path.join(workdir, f'eval_{split}.json')
+
+
+def read_results(workdir: str, split: str) -> dict:
+  """The results file of `split`, or an empty one."""
+  path = results_path(workdir, split)
+  if not os.path.exists(path):
+    return {'split': split, 'marginal': None, 'steps': {}}
+  with open(path, encoding='utf-8') as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not a results file ({e}); move it away to start afresh') from None
+
+
+def _write_json(path: str, data: dict) -> None:
+  """Readers see the old file or the new one, never half of one."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(data, f, indent=1, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def marginal_entropy(config: ml_collections.ConfigDict, split: str, results: dict) -> float:
+  """Entropy of the split's code marginal in bits, from `results` if it was computed for the
+  same data, else computed and stored into `results['marginal']`."""
+  data = {k: config.input[k] for k in _DATA_KEYS}
+  cached = results.get('marginal')
+  if cached and cached['input'] == data:
+    return cached['entropy_bits']
+  t = time.perf_counter()
+  bits = train.marginal_entropy_bits(config, split)
+  logging.info('%s: code marginal entropy %.4f bits (%.1f s)', split, bits, time.perf_counter() - t)
+  results['marginal'] = {'input': data, 'entropy_bits': bits}
+  return bits
+
+
+@functools.lru_cache(maxsize=2)
+def _setup(config_json: str) -> dict:
+  """Mesh, abstract sharded state and jitted eval step of a saved config (given as JSON, so
+  that checkpoints of one run share one compiled step)."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  model = train.create_model(config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules(config)
+  shardings = sharding.logical_shardings(
+      mesh, train.abstract_state(config, model, boxed=True), rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          train.abstract_state(config, model), shardings)
+  batch_sh = sharding.batch_sharding(mesh, rules)
+  return {'mesh': mesh, 'abstract': abstract, 'batch_sharding': batch_sh,
+          'eval_step': train.make_eval_step(config, model, rules, shardings['params'], batch_sh)}
+
+
+def _evaluate_step(mngr, workdir: str, step: int, split: str, batch_size: int | None,
+                   crop_samples: int | None, writer) -> dict:
+  """Evaluates one checkpoint, records it in the results file and TensorBoard; returns the
+  record."""
+  t = time.perf_counter()
+  config = checkpoint.saved_config(mngr, step)
+  batch_size = batch_size or config.evals.batch_size
+  s = _setup(config.to_json())
+  with jax.set_mesh(s['mesh']):
+    params = checkpoint.restore(mngr, step, s['abstract'])['params']
+    batches = train.eval_batches(config, split, batch_size, crop_samples, s['batch_sharding'])
+    metrics = train.evaluate(s['eval_step'], params, batches)
+  del params
+  results = read_results(workdir, split)
+  record = dict(metrics, step=step, split=split, batch_size=batch_size,
+                crop_samples=crop_samples, total_steps=config.total_steps,
+                marginal_entropy_bits=marginal_entropy(config, split, results),
+                wall_s=time.perf_counter() - t)
+  logging.info('step %d %s: %.4f bits/sample over %d samples (code marginal %.4f bits), %.1f s',
+               step, split, record['bits_per_sample'], record['samples'],
+               record['marginal_entropy_bits'], record['wall_s'])
+  if jax.process_index() == 0:
+    results['steps'][str(step)] = record
+    _write_json(results_path(workdir, split), results)
+    writer.scalars(step, {f'{split}/{k}': record[k] for k in
+                          ('bits_per_sample', 'nll', 'samples', 'marginal_entropy_bits')})
+  return record
+
+
+def _writer(workdir: str, split: str) -> metrics_lib.Writer:
+  return metrics_lib.Writer(os.path.join(workdir, 'tb', f'eval_{split}'))
+
+
+def evaluate_checkpoint(workdir: str, step: int | None = None, split: str = 'validation',
+                        batch_size: int | None = None, crop_samples: int | None = None) -> dict:
+  """Evaluates one checkpoint of `workdir` (default the latest) on the whole of `split`.
+
+  Args:
+    workdir: the training run's directory.
+    step: the checkpoint; None: the latest.
+    split: 'train', 'validation' or 'test'.
+    batch_size: global eval batch; None: the saved config.evals.batch_size.
+    crop_samples: None: whole segments; else one crop of each segment.
+
+  Returns:
+    {'step', 'nll' (nats), 'bits_per_sample', 'samples', 'marginal_entropy_bits', ...}, also
+    written to the results file and TensorBoard (module docstring).
+
+  Raises:
+    FileNotFoundError: no checkpoint (at `step`) in the workdir.
+  """
+  with checkpoint.manager(workdir, read_only=True) as mngr:
+    steps = sorted(mngr.all_steps())
+    if not steps:
+      raise FileNotFoundError(f'{checkpoint.directory(workdir)}: no checkpoint to evaluate '
+                              '(train first, or use --follow to wait for one)')
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f'{checkpoint.directory(workdir)}: no checkpoint of step {step}; '
+                              f'it has steps {steps}')
+    writer = _writer(workdir, split)
+    try:
+      return _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer)
+    finally:
+      writer.close()
+
+
+def _agree(value: int) -> int:
+  """Process 0's `value` on every process (their directory listings may differ for a moment)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(multihost_utils.broadcast_one_to_all(value))
+
+
+def _finished(records: dict) -> bool:
+  return any(int(s) >= r['total_steps'] for s, r in records.items())
+
+
+def follow(workdir: str, split: str = 'validation', batch_size: int | None = None,
+           crop_samples: int | None = None, poll_seconds: float = 60.,
+           timeout_seconds: float | None = None) -> dict:
+  """Evaluates each checkpoint of `workdir` not yet in its results file, as it appears, until
+  the checkpoint of step config.total_steps is evaluated; returns {step: record} of this call.
+
+  A checkpoint deleted by the trainer's retention before its turn is skipped with a warning.
+
+  Raises:
+    TimeoutError: no new checkpoint for `timeout_seconds` (None: wait forever).
+  """
+  done = read_results(workdir, split)['steps']
+  new = {}
+  writer = _writer(workdir, split)
+  last_progress = time.monotonic()
+  with checkpoint.manager(workdir, read_only=True) as mngr:
+    try:
+      while not _finished(done):
+        mngr.reload()
+        pending = sorted(s for s in mngr.all_steps() if str(s) not in done)
+        step = _agree(pending[0] if pending else -1)
+        if step < 0:
+          waited = time.monotonic() - last_progress
+          if _agree(int(timeout_seconds is not None and waited > timeout_seconds)):
+            raise TimeoutError(f'{checkpoint.directory(workdir)}: no new checkpoint for '
+                               f'{waited:.0f} s (--timeout_seconds={timeout_seconds}); '
+                               f'evaluated {sorted(map(int, done))}')
+          time.sleep(poll_seconds)
+          continue
+        try:
+          record = _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer)
+        except Exception:  # pylint: disable=broad-except  (orbax's error for a deleted step varies)
+          mngr.reload()
+          if step in mngr.all_steps():
+            raise
+          logging.warning('checkpoint %d was deleted before it was evaluated; skipped', step)
+          record = {'skipped': True, 'total_steps': float('inf')}
+        done[str(step)] = new[step] = record
+        last_progress = time.monotonic()
+    finally:
+      writer.close()
+  return new
+
+
+def define_flags() -> None:
+  """The job's flags, defined only when it runs as a program: imported as a library (tests,
+  notebooks, other jobs) it must not claim flag names."""
+  flags.DEFINE_string('workdir', None, 'The training run to evaluate.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
+  flags.DEFINE_enum('split', 'validation', ['train', 'validation', 'test'], 'Split.')
+  flags.DEFINE_integer('batch_size', None, 'Global batch; default config.evals.batch_size.')
+  flags.DEFINE_integer('crop_samples', None, 'Evaluate one crop of each segment; default whole '
+                       'segments.')
+  flags.DEFINE_bool('follow', False, 'Evaluate each new checkpoint until the last.')
+  flags.DEFINE_float('poll_seconds', 60., 'With --follow: seconds between looks.')
+  flags.DEFINE_float('timeout_seconds', None, 'With --follow: give up after this long without a '
+                     'new checkpoint; default never.')
+
+
+def main(argv):
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if f.workdir is None:
+    raise app.UsageError('--workdir is required')
+  if f.follow and f.step is not None:
+    raise app.UsageError('--follow evaluates every checkpoint: leave out --step')
+  logging.set_verbosity(logging.INFO)
+  if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('SLURM_JOB_ID'):
+    jax.distributed.initialize()
+  try:
+    if f.follow:
+      follow(f.workdir, f.split, f.batch_size, f.crop_samples, f.poll_seconds, f.timeout_seconds)
+    else:
+      evaluate_checkpoint(f.workdir, f.step, f.split, f.batch_size, f.crop_samples)
+  except (FileNotFoundError, ValueError, TimeoutError) as e:
+    raise SystemExit(f'evaluate: {e}') from None
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
