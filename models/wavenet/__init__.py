@@ -1,0 +1,44 @@
+"""WaveNet (van den Oord et al. 2016) with a cached autoregressive sampler.
+
+    codes [B, T] --causal input conv (kernel k over one-hot codes, or over the scaled value)-->
+    x [B, T, R] --L x (dilated causal conv -> tanh * sigmoid -> residual 1x1, skip 1x1)-->
+    relu(sum of skips) -> 1x1 -> relu -> 1x1 -> logits [B, T, Q] (softmax) or [B, T, 3M] (mixture)
+
+Position t of the output sees codes[:, :t + 1] and predicts codes[:, t + 1]: the loss compares
+`logits[:, :-1]` with `codes[:, 1:]`. Before the first sample every layer sees zeros (causal
+zero padding), which is also the sampler's initial state. Dilations run 1, 2, ..., 2^(c-1) for
+c = `dilation_cycle`, repeated; the receptive field is `Model.receptive_field` samples.
+
+Outputs: 'softmax' over `num_classes` codes (8-bit mu-law in the paper), or 'mixture', a
+discretised mixture of `num_mixtures` logistics over `num_classes` levels evenly spaced in
+[-1, 1] (PixelCNN++, Parallel WaveNet), whose input is the scaled code value.
+
+Conditioning, added to every layer's gate pre-activation:
+  * global: `num_global` ids ([B] int32, e.g. composer or instrument) through an embedding;
+  * local: frame features [B, F, D] (MIDI pianoroll/onsets/velocities, or mel frames) through a
+    width-3 convolution over frames, held for `hop_length` samples. The output at t (which
+    predicts sample t + 1) uses frame (t + 1) // hop_length, the frame of its target, clamped to
+    the last frame.
+
+The sampler (`init_cache`, `step`, `generate`) keeps for each layer a ring buffer of its last
+(k - 1) x dilation inputs (Fast WaveNet, Paine et al. 2016), so a step costs one column of the
+network rather than the receptive field; `naive_generate` recomputes the receptive field and
+serves as the reference for tests and benchmarks. Both are pure functions of the parameters.
+"""
+
+from models.wavenet.model import OUTPUTS
+from models.wavenet.model import Model
+from models.wavenet.model import condition
+from models.wavenet.model import draws
+from models.wavenet.model import nll
+from models.wavenet.model import sample_from_draws
+from models.wavenet.model import sample_output
+from models.wavenet.model import stem
+from models.wavenet.model import unboxed_params
+from models.wavenet.model import value
+from models.wavenet.sampler import generate
+from models.wavenet.sampler import init_cache
+from models.wavenet.sampler import layer_conditioning
+from models.wavenet.sampler import naive_generate
+from models.wavenet.sampler import sampler_weights
+from models.wavenet.sampler import step

@@ -1,0 +1,307 @@
+"""The cached WaveNet sampler (Fast WaveNet queues), the naive reference, and `generate`.
+
+Layers that share a dilation share one ring buffer, time first: [(k - 1) d, G, B, R] for the G
+layers of dilation d. A step reads every past tap before it writes anything, so that XLA can
+update the buffers in place (reads interleaved with writes made it copy every buffer, twice, at
+every step), and each tap is one contiguous [G, B, R] row.
+"""
+
+from collections.abc import Iterator
+import concurrent.futures
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.wavenet.model import condition
+from models.wavenet.model import draws
+from models.wavenet.model import gate
+from models.wavenet.model import head
+from models.wavenet.model import Model
+from models.wavenet.model import sample_from_draws
+from models.wavenet.model import unboxed_params
+from models.wavenet.model import value
+
+
+def _groups(model: Model) -> tuple[tuple[int, tuple[int, ...]], ...]:
+  """(dilation, its layers) for each distinct dilation, in order of first use."""
+  if model.kernel_size == 1:  # no past taps, nothing to remember
+    return ()
+  out = {}
+  for i, d in enumerate(model.dilations):
+    out.setdefault(d, []).append(i)
+  return tuple((d, tuple(ix)) for d, ix in out.items())
+
+
+def init_cache(model: Model, batch: int) -> dict:
+  """The sampler's state before the first sample: zero queues (the causal zero padding)."""
+  k, r = model.kernel_size, model.residual_channels
+  return {
+      't': jnp.zeros((), jnp.int32),  # the position of the next input
+      'stem': jnp.full((batch, k - 1), -1, jnp.int32),  # past input codes; -1 before the start
+      'bufs': [jnp.zeros(((k - 1) * d, len(ix), batch, r), jnp.dtype(model.dtype))
+               for d, ix in _groups(model)],  # [(k-1) d, G, B, R] layer inputs, ring by time
+  }
+
+
+def layer_conditioning(model: Model, p: dict, cond: jax.Array, name: str) -> jax.Array:
+  """Per-layer gate offsets of a conditioning vector: [..., C] -> [..., L, 2, H]."""
+  return jnp.stack([jnp.einsum('...c,cgh->...gh', cond, p[f'layer{i}'][name]['kernel']) +
+                    p[f'layer{i}'][name]['bias'] for i in range(model.num_layers)], axis=-3)
+
+
+def sampler_weights(model: Model, p: dict) -> dict:
+  """The parameters rearranged once for `step`: per layer the current tap's kernel [R, 2H], the
+  residual and skip kernels side by side [H, R + S] (one matmul), and per dilation group the past
+  taps' kernels [k - 1, G, R, 2H]."""
+  k, r, h2 = model.kernel_size, model.residual_channels, model.gate_channels
+  dtype = jnp.dtype(model.dtype)
+  conv = [p[f'layer{i}']['conv']['kernel'].reshape(k, r, h2).astype(dtype)
+          for i in range(model.num_layers)]  # [k, R, 2H]; tap j sees x[t - (k - 1 - j) d]
+  layers = []
+  for i in range(model.num_layers):
+    lp = p[f'layer{i}']
+    names = ('res', 'skip') if 'res' in lp else ('skip',)
+    layers.append({
+        'cur': conv[i][k - 1], 'bias': lp['conv']['bias'].reshape(h2),
+        'out': jnp.concatenate([lp[n]['kernel'] for n in names], 1).astype(dtype),
+        'out_bias': jnp.concatenate([lp[n]['bias'] for n in names])})
+  w = {'stem': p['stem'], 'layers': layers, 'head_hidden': p['head_hidden'],
+       'head_out': p['head_out'],
+       'past': [jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)]}
+  if model.local_features:
+    w['local'] = {n: jnp.stack([p[f'layer{i}']['local'][n].reshape(-1, h2)
+                                for i in range(model.num_layers)], -2)
+                  for n in ('kernel', 'bias')}  # [C, L, 2H], [L, 2H]
+  return w
+
+
+def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array | None,
+          pre: dict | None = None) -> tuple[jax.Array, dict]:
+  """`step` on the weights of `sampler_weights`. `pre` maps a dilation group's index to its
+  layers' past taps through their kernels at this step, [G, B, 2H], where the caller computed
+  them ahead; the other groups read their buffers."""
+  k, t, dtype = model.kernel_size, cache['t'], jnp.dtype(model.dtype)
+  r, h, b = model.residual_channels, model.gate_channels // 2, codes.shape[0]
+  codes = codes.astype(jnp.int32)
+  past = jnp.concatenate([cache['stem'], codes[:, None]], axis=1)  # [B, k]
+  ws = w['stem']['kernel']  # [k, D, R]
+  if model.output == 'softmax':
+    emb = [jnp.where(past[:, j, None] >= 0, ws[j][jnp.maximum(past[:, j], 0)], 0.)
+           for j in range(k)]
+  else:
+    v = jnp.where(past >= 0, value(model, past), 0.)  # [B, k]
+    emb = [v[:, j, None] * ws[j, 0] for j in range(k)]
+  x = (sum(emb) + w['stem']['bias']).astype(dtype)  # [B, R]
+  groups, pre = _groups(model), dict(pre or {})
+  ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]
+  for g, ((d, ix), buf, wp) in enumerate(zip(groups, cache['bufs'], w['past'])):
+    if g not in pre:
+      taps = jnp.stack([jax.lax.dynamic_index_in_dim(buf, (t - m * d) % buf.shape[0], 0, False)
+                        for m in range(k - 1, 0, -1)])  # [k - 1, G, B, R]
+      pre[g] = jnp.einsum('jgbr,jgrh->gbh', taps, wp)  # [G, B, 2H]
+    for s, i in enumerate(ix):
+      ahead[i] = pre[g][s]
+  if cond is not None:
+    cond = cond.reshape(b, model.num_layers, 2 * h)
+  inputs, skips = [], 0.
+  for i, lw in enumerate(w['layers']):
+    inputs.append(x)
+    y = x @ lw['cur'] + ahead[i] + lw['bias']  # [B, 2H]
+    if cond is not None:
+      y = y + cond[:, i]
+    z = gate(y.reshape(b, 2, h))  # [B, H]
+    o = z @ lw['out'] + lw['out_bias']  # [B, R + S], or [B, S] for the last layer
+    if o.shape[-1] > model.skip_channels:
+      x, o = x + o[:, :r], o[:, r:]
+    skips = skips + o
+  bufs = [jax.lax.dynamic_update_index_in_dim(buf, jnp.stack([inputs[i] for i in ix]),
+                                              t % buf.shape[0], 0)
+          for (d, ix), buf in zip(groups, cache['bufs'])]
+  cache = {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}
+  return head(w, skips).astype(jnp.float32), cache
+
+
+def step(model: Model, p: dict, cache: dict, codes: jax.Array,
+         cond: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """One sample: the input codes [B] at position cache['t'] -> (output [B, Q or 3M], cache).
+
+  `p` is the nested parameter dict (`unboxed_params`). `cond` [B, L, 2, H] is the sum of the
+  layers' global and local gate offsets at this position (see `layer_conditioning`), or None for
+  an unconditional model.
+  """
+  return _step(model, sampler_weights(model, p), cache, codes, cond)
+
+
+_BLOCK = 16  # steps per inner loop of `_run`
+
+
+def _stream_draws(model: Model, rng: jax.Array, t: jax.Array, streams: jax.Array):
+  """`draws` of the samples at positions t [S] of streams [B]: leaves [S, B, ...]."""
+  def one(t, i):
+    return draws(model, jax.random.fold_in(jax.random.fold_in(rng, t), i), ())
+  return jax.vmap(jax.vmap(one, (None, 0)), (0, None))(t, streams)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=(2,))
+def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
+         temperature: jax.Array, n: int, forced: jax.Array | None, gproj: jax.Array | None,
+         local: jax.Array | None, stream0: jax.Array):
+  """n steps of streams stream0 + [0, B) from their input codes x [B].
+
+  `forced` [B, n] replaces the sampled codes (a prompt); `gproj` [B, L, 2, H] and `local`
+  [B, F, C] are the global and local conditioning, or None. The steps run in blocks of
+  `_BLOCK`: a block draws its random numbers at once, and takes the past taps of each dilation
+  >= its length, which all precede the block, through their kernels in one matmul, leaving per
+  step only the taps of the short dilations.
+  """
+  k, b, groups = model.kernel_size, x.shape[0], _groups(model)
+  if gproj is not None:  # constant in time: joins the biases
+    w = dict(w, layers=[dict(lw, bias=lw['bias'] + gproj[:, i].reshape(b, -1))
+                        for i, lw in enumerate(w['layers'])])
+  if local is not None:  # this chunk's frames, projected once per layer
+    hop, last = model.hop_length, local.shape[1] - 1
+    nf = n // hop + 2
+    f0 = jnp.minimum((cache['t'] + 1) // hop, last)
+    padded = jnp.concatenate([local, jnp.repeat(local[:, -1:], nf, axis=1)], axis=1)
+    frames = jax.lax.dynamic_slice_in_dim(padded, f0, nf, axis=1)  # [B, nf, C]
+    lproj = jnp.einsum('bfc,clh->bflh', frames, w['local']['kernel']) + w['local']['bias']
+  streams = stream0 + jnp.arange(b)
+
+  def body(carry, xs):
+    cache, x = carry
+    cond = None
+    if local is not None:
+      f = jnp.minimum((cache['t'] + 1) // hop, last)
+      cond = jax.lax.dynamic_index_in_dim(lproj, f - f0, axis=1, keepdims=False)  # [B, L, 2H]
+    out, cache = _step(model, w, cache, x, cond, xs['pre'])
+    if forced is None:
+      x = sample_from_draws(model, xs['draws'], out, temperature)
+    else:
+      x = xs['forced']
+    return (cache, x), x
+
+  def block(carry, forced_block, length):
+    t, s = carry[0]['t'], jnp.arange(length)
+    pre = {}
+    for g, ((d, _), buf, wp) in enumerate(zip(groups, carry[0]['bufs'], w['past'])):
+      if d >= length:
+        taps = jnp.stack([buf[(t + s - m * d) % buf.shape[0]]
+                          for m in range(k - 1, 0, -1)])  # [k - 1, S, G, B, R]
+        pre[g] = jnp.einsum('jsgbr,jgrh->sgbh', taps, wp)  # [S, G, B, 2H]
+    xs = {'pre': pre}
+    if forced_block is None:  # the sample drawn after input t is the code at t + 1
+      xs['draws'] = _stream_draws(model, rng, t + 1 + s, streams)
+    else:
+      xs['forced'] = forced_block
+    return jax.lax.scan(body, carry, xs)
+
+  nb, rem = divmod(n, _BLOCK)
+  forced = None if forced is None else forced.T  # [n, B]
+  carry, codes = (cache, x), []
+  if nb:
+    xs = None if forced is None else forced[:nb * _BLOCK].reshape(nb, _BLOCK, b)
+    carry, c = jax.lax.scan(lambda c, f: block(c, f, _BLOCK), carry, xs, length=nb)
+    codes.append(c.reshape(nb * _BLOCK, b))
+  if rem:
+    carry, c = block(carry, None if forced is None else forced[nb * _BLOCK:], rem)
+    codes.append(c)
+  cache, x = carry
+  return cache, x, jnp.concatenate(codes).T  # [B, n]
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _prepare(model: Model, variables: dict, global_ids: jax.Array | None,
+             local: jax.Array | None):
+  """(sampler weights, global gate offsets [B, L, 2, H], local conditioning [B, F, C]); jitted,
+  because fetching the parameters through flax checks every shape (~0.2 s a call)."""
+  p = unboxed_params(model, variables)
+  gproj = None if global_ids is None else layer_conditioning(
+      model, p, p['global_embed'][global_ids], 'global')
+  lc = None if local is None else condition(model, p, local)
+  return sampler_weights(model, p), gproj, lc
+
+
+def _parts(b: int) -> list[tuple[int, int]]:
+  """Streams [lo, hi) per host thread. XLA:CPU runs a loop on one core, so on the CPU backend
+  each core takes a share of the streams; an accelerator takes them all at once."""
+  cores = 1
+  if jax.default_backend() == 'cpu':
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  edges = np.linspace(0, b, min(cores, b) + 1).round().astype(int)
+  return list(zip(edges[:-1], edges[1:]))
+
+
+def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, batch: int = 1,
+             prompt: np.ndarray | None = None, local: np.ndarray | None = None,
+             global_ids: np.ndarray | None = None, temperature: float = 1.0,
+             chunk_samples: int = 16000) -> Iterator[np.ndarray]:
+  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples].
+
+  Args:
+    model, variables: the model and its {'params': ...}.
+    rng: a PRNG key; the code at position t of stream i draws with
+      fold_in(fold_in(rng, t), i), whatever the chunking and the other streams.
+    num_samples: codes to generate after the prompt.
+    batch: streams, when there is no prompt.
+    prompt: codes [B, P] to continue; default one silent code per stream (not yielded).
+    local: frame features [B, F, D] covering prompt and continuation, frame f holding samples
+      [f hop, (f + 1) hop).
+    global_ids: [B] int32.
+    temperature: scales the logits (softmax) or the logistic scales (mixture).
+    chunk_samples: steps per compiled scan; memory does not grow with num_samples.
+  """
+  if prompt is None:
+    prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
+  prompt = np.asarray(prompt, np.int32)
+  if model.num_global and global_ids is None:
+    raise ValueError('this model is globally conditioned: pass global_ids [B]')
+  if model.local_features and local is None:
+    raise ValueError('this model is locally conditioned: pass frame features [B, F, D]')
+  w, gproj, lc = _prepare(
+      model, variables,
+      jnp.asarray(global_ids, jnp.int32) if model.num_global else None,
+      jnp.asarray(local, jnp.float32) if model.local_features else None)
+  temperature = jnp.float32(temperature)
+
+  def part(lo, hi):  # the chunks of streams [lo, hi)
+    cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [jnp.int32(lo)]
+    cache, x = init_cache(model, hi - lo), jnp.asarray(prompt[lo:hi, 0])
+    for s in range(1, prompt.shape[1], chunk_samples):  # teacher-force the prompt
+      forced = jnp.asarray(prompt[lo:hi, s:s + chunk_samples])
+      cache, x, _ = _run(model, w, cache, x, rng, temperature, forced.shape[1], forced, *cond)
+    for s in range(0, num_samples, chunk_samples):
+      n = min(chunk_samples, num_samples - s)
+      cache, x, codes = _run(model, w, cache, x, rng, temperature, n, None, *cond)
+      yield np.asarray(codes)
+
+  parts = [part(lo, hi) for lo, hi in _parts(prompt.shape[0])]
+  if len(parts) == 1:
+    yield from parts[0]
+    return
+  with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
+    while (chunks := list(pool.map(lambda g: next(g, None), parts)))[0] is not None:
+      yield np.concatenate(chunks)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def naive_generate(model: Model, variables: dict, rng: jax.Array, n: int,
+                   window: jax.Array) -> jax.Array:
+  """The reference sampler: n steps, each a full forward pass over the last W codes.
+
+  `window` [B, W] holds each stream's codes at positions 0 .. W - 1; returns the codes at
+  W .. W + n - 1 [B, n], drawn as `generate` draws them: for W >= the receptive field, both
+  give the same codes for prompt=window. Unconditional models only.
+  """
+  b, wl = window.shape
+
+  def body(win, t):
+    out = model.apply(variables, win)[:, -1]
+    noise = jax.tree.map(lambda a: a[0], _stream_draws(model, rng, t[None], jnp.arange(b)))
+    x = sample_from_draws(model, noise, out, 1.)
+    return jnp.concatenate([win[:, 1:], x[:, None]], axis=1), x
+
+  _, codes = jax.lax.scan(body, window, wl + jnp.arange(n))
+  return codes.T
