@@ -19,6 +19,7 @@ finishes, a checkpoint is written and waited for, and train_and_evaluate returns
 
 import functools
 import importlib
+import math
 import os
 import pkgutil
 import signal
@@ -146,13 +147,37 @@ def loss_fn(model, module, config, params, batch):
 
 
 def make_train_step(config, model, tx, rules, state_shardings, batch_shardings):
+  """The jitted step: loss and gradients (accumulated over `config.microbatches` slices of the
+  batch, each spread over the data axis like the whole), the optax update, metrics."""
   module = model_module(config)
+  n = config.microbatches
+  if n < 1 or config.input.batch_size % n:
+    raise ValueError(f'config.microbatches={n}: expected a divisor of input.batch_size='
+                     f'{config.input.batch_size}')
+  data = pipeline.batch_shards(config.input.batch_size, batch_shardings) and math.prod(
+      batch_shardings.mesh.shape[a] for a in jax.tree.leaves(tuple(batch_shardings.spec)))
+  if (config.input.batch_size // n) % data:
+    raise ValueError(f'config.microbatches={n}: microbatches of {config.input.batch_size // n} '
+                     f'rows do not divide over the {data} devices of the data axis')
+  grad_fn = jax.value_and_grad(lambda p, b: loss_fn(model, module, config, p, b)[0])
+
+  def loss_and_grads(params, batch):
+    if n == 1:
+      return grad_fn(params, batch)
+    # Rows i n + j go to microbatch j, so that each device's rows split evenly among them.
+    micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]),
+                                                0, 1), batch)
+
+    def body(acc, mb):
+      return jax.tree.map(jnp.add, acc, grad_fn(params, mb)), None
+
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(body, zero, micro)
+    return jax.tree.map(lambda x: x / n, total)  # equal-sized microbatches: the batch mean
 
   def train_step(state, batch):
     with nn.logical_axis_rules(rules):
-      grad_fn = jax.value_and_grad(functools.partial(loss_fn, model, module, config),
-                                   has_aux=True)
-      (loss, _), grads = grad_fn(state['params'], batch)
+      loss, grads = loss_and_grads(state['params'], batch)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     consecutive, total = optim.nonfinite_count(opt_state)

@@ -35,6 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.total_steps = 100_000
   c.log_every_steps = 100
+  # Gradients accumulated over this many slices of each batch: less activation memory, and on
+  # CPUs activations that stay in cache (faster); 1 on accelerators unless memory is short.
+  c.microbatches = 1
   c.input = pipeline.default_config()
   c.model_name = ''
   c.model = ml_collections.ConfigDict()

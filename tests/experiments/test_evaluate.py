@@ -36,6 +36,7 @@ def tiny_config(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):
   config.evals.sample_every_steps = 0
   config.evals.crop_samples = None
   config.model.num_layers = 3  # compile time grows with the layers
+  config.microbatches = 1  # 8 rows over 8 faked devices
   if config.local_features:
     config.model.hop_length = 500
   return config
