@@ -108,6 +108,24 @@ class _Crop(grain.transforms.RandomMap):
     return out
 
 
+def encode(wave: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+  """Float audio in [-1, 1] -> what batches carry: int32 codes, or the floats ('float')."""
+  if encoding == 'mu_law':
+    return audio_lib.mu_law_encode(wave, bits)
+  if encoding == 'linear':
+    return audio_lib.linear_encode(wave, bits)
+  return np.asarray(wave, np.float32)
+
+
+def decode(audio: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+  """The inverse of `encode`: batch audio -> float audio in [-1, 1]."""
+  if encoding == 'mu_law':
+    return audio_lib.mu_law_decode(np.asarray(audio), bits)
+  if encoding == 'linear':
+    return audio_lib.linear_decode(np.asarray(audio), bits)
+  return np.asarray(audio, np.float32)
+
+
 class _Encode(grain.transforms.Map):
   """int16 samples -> codes or floats (data/audio.py conventions)."""
 
@@ -115,13 +133,7 @@ class _Encode(grain.transforms.Map):
     self._encoding, self._bits = encoding, bits
 
   def map(self, ex):
-    x = audio_lib.from_int16(ex['audio'])
-    if self._encoding == 'mu_law':
-      ex['audio'] = audio_lib.mu_law_encode(x, self._bits)
-    elif self._encoding == 'linear':
-      ex['audio'] = audio_lib.linear_encode(x, self._bits)
-    else:
-      ex['audio'] = x
+    ex['audio'] = encode(audio_lib.from_int16(ex['audio']), self._encoding, self._bits)
     return ex
 
 

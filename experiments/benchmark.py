@@ -245,7 +245,7 @@ def bench_sampler() -> dict:
     raise app.UsageError('--what=sampler measures unconditional models; pick such a --config')
   variables = {'params': nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))[
       'params'])}
-  rate = maestro.get_config(config.input.dataset).sample_rate
+  rate = train.sample_rate(config)
   out = {'sample_rate': rate, 'receptive_field': model.receptive_field}
   for streams, n in zip((1, 16), map(int, _SAMPLES.value)):
     def run(streams=streams, n=n):

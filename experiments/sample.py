@@ -33,23 +33,16 @@ import numpy as np
 import soundfile as sf
 
 from data import audio as audio_lib
-from data import maestro
 from data import midi as midi_lib
+from data import pipeline
 from experiments import checkpoint
 from experiments import train
 
 
-def sample_rate(config: ml_collections.ConfigDict) -> int:
-  """The model's audio rate: that of the dataset it was trained on."""
-  return maestro.get_config(config.input.dataset).sample_rate
-
-
 def encode(input_config: ml_collections.ConfigDict, wave: np.ndarray) -> np.ndarray:
   """Float audio in [-1, 1] -> int32 codes, as the input pipeline encodes training audio."""
-  if input_config.encoding == 'mu_law':
-    return audio_lib.mu_law_encode(wave, input_config.bits)
-  if input_config.encoding == 'linear':
-    return audio_lib.linear_encode(wave, input_config.bits)
+  if input_config.encoding in ('mu_law', 'linear'):
+    return pipeline.encode(wave, input_config.encoding, input_config.bits)
   raise ValueError(f'config.input.encoding={input_config.encoding!r}: sampling needs coded audio '
                    "('mu_law' or 'linear')")
 
@@ -64,7 +57,7 @@ def load_prompt(config: ml_collections.ConfigDict, path: str,
   wave, rate = audio_lib.read_audio(path)  # [N] mono
   if seconds is not None:
     wave = wave[:int(round(seconds * rate))]
-  wave = audio_lib.resample(wave, rate, sample_rate(config))
+  wave = audio_lib.resample(wave, rate, train.sample_rate(config))
   if not len(wave):
     raise audio_lib.AudioError(f'{path}: the prompt holds no samples (--prompt_seconds={seconds})')
   return encode(config.input, wave)
@@ -79,7 +72,7 @@ def midi_features(config: ml_collections.ConfigDict, model, path: str,
   """
   notes = midi_lib.load_notes(path)
   frames = midi_lib.frame_features(notes, -(-num_samples // model.hop_length), model.hop_length,
-                                   sample_rate(config))
+                                   train.sample_rate(config))
   unknown = [k for k in config.local_features if k not in frames]
   if unknown:
     raise ValueError(f'config.local_features={tuple(config.local_features)}: {unknown} do not '
@@ -169,7 +162,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   step = int(state['step'])
   _check_conditioning(config, workdir, midi, global_id)
   model = train.create_model(config)
-  rate = sample_rate(config)
+  rate = train.sample_rate(config)
   codes = None if prompt is None else load_prompt(config, prompt, prompt_seconds)  # [P]
   n_prompt = 0 if codes is None else len(codes)
   if seconds is None:

@@ -35,7 +35,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
-from data import audio as audio_lib
+from data import maestro
 from data import pipeline
 from experiments import checkpoint
 from experiments import metrics as metrics_lib
@@ -96,11 +96,12 @@ def dummy_inputs(config: ml_collections.ConfigDict, model: nn.Module) -> dict:
 
 def decode(input_config: ml_collections.ConfigDict, codes: np.ndarray) -> np.ndarray:
   """Codes -> float audio in [-1, 1], inverting the pipeline's encoding."""
-  if input_config.encoding == 'mu_law':
-    return audio_lib.mu_law_decode(np.asarray(codes), input_config.bits)
-  if input_config.encoding == 'linear':
-    return audio_lib.linear_decode(np.asarray(codes), input_config.bits)
-  return np.asarray(codes, np.float32)
+  return pipeline.decode(codes, input_config.encoding, input_config.bits)
+
+
+def sample_rate(config: ml_collections.ConfigDict) -> int:
+  """The model's audio rate: that of the dataset it is trained on."""
+  return maestro.get_config(config.input.dataset).sample_rate
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def sample_for_tensorboard(config, model, params, batch, rng) -> np.ndarray:
   """`config.evals.sample_seconds` of audio from the cached sampler, conditioned on the first
   example of `batch` where the model is conditioned."""
   module = model_module(config)
-  rate = _sample_rate(config)
+  rate = sample_rate(config)
   n = int(config.evals.sample_seconds * rate)
   inputs = {k: np.asarray(v)[:1] for k, v in model_inputs(config, batch).items()}
   kwargs = {}
@@ -267,11 +268,6 @@ def sample_for_tensorboard(config, model, params, batch, rng) -> np.ndarray:
       model, {'params': params}, rng, n, batch=1, temperature=config.evals.temperature,
       **kwargs)), axis=1)
   return decode(config.input, codes[0])
-
-
-def _sample_rate(config) -> int:
-  from data import maestro  # pylint: disable=g-import-not-at-top
-  return maestro.get_config(config.input.dataset).sample_rate
 
 
 class _Preemption:
@@ -386,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if jax.process_index() == 0:
           wave = sample_for_tensorboard(config, model, params, batch, jax.random.fold_in(
               rng, step))
-          writer.audio(step, 'sample', wave, _sample_rate(config))
+          writer.audio(step, 'sample', wave, sample_rate(config))
       if save:
         checkpoint.save(mngr, step, state, batches, config)
       if stop:
