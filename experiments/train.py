@@ -258,7 +258,7 @@ def sample_for_tensorboard(config, model, params, batch, rng) -> np.ndarray:
   module = model_module(config)
   rate = sample_rate(config)
   n = int(config.evals.sample_seconds * rate)
-  inputs = {k: np.asarray(v)[:1] for k, v in model_inputs(config, batch).items()}
+  inputs = {k: np.asarray(v)[:1] for k, v in model_inputs(config, batch).items()}  # host batch
   kwargs = {}
   if 'local' in inputs:
     kwargs['local'] = inputs['local']
@@ -378,9 +378,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.scalars(step, {f'{config.evals.split}/{k}': v for k, v in val.items()})
         last.update({f'{config.evals.split}_{k}': v for k, v in val.items()})
       if config.evals.sample_every_steps and step % config.evals.sample_every_steps == 0:
-        params = sharding.to_host(state['params'])
+        params, host_batch = sharding.to_host((state['params'], batch))  # all processes
         if jax.process_index() == 0:
-          wave = sample_for_tensorboard(config, model, params, batch, jax.random.fold_in(
+          wave = sample_for_tensorboard(config, model, params, host_batch, jax.random.fold_in(
               rng, step))
           writer.audio(step, 'sample', wave, sample_rate(config))
       if save:
