@@ -254,3 +254,11 @@ def test_workdir_of_a_different_model(tmp_path):
   train.train_and_evaluate(tiny(total_steps=2), str(tmp_path))
   with pytest.raises(ValueError, match=r'different wavenet.*num_layers: 4 -> 5'):
     train.train_and_evaluate(tiny(total_steps=4, **{'model.num_layers': 5}), str(tmp_path))
+
+
+def test_checkpoint_retention_keeps_the_last_n_and_every_kth(tmp_path):
+  c = tiny(total_steps=7, **{'checkpoint.every_steps': 1, 'checkpoint.keep': 2,
+                             'checkpoint.keep_every': 3})
+  train.train_and_evaluate(c, str(tmp_path))
+  steps = sorted(checkpoint.manager(str(tmp_path), read_only=True).all_steps())
+  assert steps == [3, 6, 7], steps  # the last 2 (6, 7) and every 3rd (3, 6)
