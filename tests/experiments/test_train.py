@@ -46,10 +46,10 @@ def tiny(**overrides):
 
 
 def overrides_flags(**overrides):
-  base = dict(**{'model.num_layers': 4, 'model.dilation_cycle': 4, 'model.residual_channels': 16,
-                 'model.gate_channels': 32, 'model.skip_channels': 16,
-                 'input.crop_samples': 512, 'microbatches': 1, 'log_every_steps': 2, 'evals.every_steps': 0,
-                 'evals.sample_every_steps': 0, 'optim.warmup_steps': 2})
+  base = {'model.num_layers': 4, 'model.dilation_cycle': 4, 'model.residual_channels': 16,
+          'model.gate_channels': 32, 'model.skip_channels': 16, 'input.crop_samples': 512,
+          'microbatches': 1, 'log_every_steps': 2, 'evals.every_steps': 0,
+          'evals.sample_every_steps': 0, 'optim.warmup_steps': 2}
   base.update(overrides)
   return [f'--config.{k}={v}' for k, v in base.items()]
 
