@@ -416,7 +416,25 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('SLURM_JOB_ID'):
     jax.distributed.initialize()
-  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  try:
+    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except (FileNotFoundError, ValueError, FloatingPointError) as e:
+    raise SystemExit(f'train: {e}') from None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad --config or --config.key reported in one line rather than
+  a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    cause = e
+    while cause.args and isinstance(cause.args[0], Exception):  # ml_collections nests them
+      cause = cause.args[0]
+    lines = str(cause.args[0] if cause.args else cause).strip().splitlines()
+    if len(lines) > 3:  # a config file's traceback: its last line says what went wrong
+      lines = lines[-1:]
+    raise SystemExit(f'train: {" ".join(" ".join(lines).split())}') from None
 
 
 if __name__ == '__main__':
@@ -424,4 +442,4 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Experiment config file[:arg].',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs and config.')
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

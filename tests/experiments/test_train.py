@@ -236,7 +236,11 @@ def test_bad_model_key():
 
 def test_bad_override_key_is_one_line_error(tmp_path):
   code, out = run_cli(tmp_path, '--config.total_stepz=3')
-  assert code != 0 and 'total_stepz' in out
+  assert code != 0 and 'Traceback' not in out
+  assert out.strip().splitlines()[-1].startswith("train: 'total_stepz' Did you mean")
+  code, out = run_cli(tmp_path, '--config.model_name=nope')
+  assert code != 0 and out.strip().splitlines()[-1] == (
+      "train: config.model_name='nope': expected one of wavenet")
 
 
 def test_bad_config_argument():
