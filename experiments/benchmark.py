@@ -184,8 +184,7 @@ def model_train_flops_per_sample(config) -> float:
   model = train.create_model(config)
   params = train.abstract_state(config, model)['params']
   per_sample = sum(v.size for k, v in params.items() if k.endswith('_kernel') and not (
-      k.startswith(('stem', 'global', 'local')) or k.endswith(('_global_kernel',
-                                                              '_local_kernel'))))
+      k.startswith(('stem_', 'local_')) or k.endswith(('_global_kernel', '_local_kernel'))))
   return 6. * per_sample
 
 

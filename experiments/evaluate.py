@@ -95,10 +95,8 @@ def _setup(config_json: str) -> dict:
   model = train.create_model(config)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
-  shardings = sharding.logical_shardings(
-      mesh, train.abstract_state(config, model, boxed=True), rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          train.abstract_state(config, model), shardings)
+  shardings = train.state_shardings(config, model, mesh, rules)
+  abstract = train.sharded_abstract_state(config, model, shardings)
   batch_sh = sharding.batch_sharding(mesh, rules)
   return {'mesh': mesh, 'abstract': abstract, 'batch_sharding': batch_sh,
           'eval_step': train.make_eval_step(config, model, rules, shardings['params'], batch_sh)}

@@ -19,7 +19,6 @@ finishes, a checkpoint is written and waited for, and train_and_evaluate returns
 
 import functools
 import importlib
-import math
 import os
 import pkgutil
 import signal
@@ -111,8 +110,7 @@ def sample_rate(config: ml_collections.ConfigDict) -> int:
 def _boxed_init(config, model, tx):
   def init(rng):
     params = model.init(rng, **dummy_inputs(config, model))['params']
-    opt_state = tx.init(params) if tx is not None else None
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': opt_state}
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params)}
   return init
 
 
@@ -126,17 +124,32 @@ def abstract_state(config: ml_collections.ConfigDict, model: nn.Module, boxed: b
   return tree if boxed else nn.unbox(tree)
 
 
+def state_shardings(config, model, mesh, rules) -> dict:
+  """NamedShardings of the train state, from the model's logical axes and `rules`."""
+  return sharding.logical_shardings(mesh, abstract_state(config, model, boxed=True), rules)
+
+
+def sharded_abstract_state(config, model, shardings) -> dict:
+  """The state's ShapeDtypeStructs laid out as `shardings` (the target of a restore)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_state(config, model), shardings)
+
+
+def init_state(config, model, shardings) -> dict:
+  """The state initialised from config.seed, created in place with `shardings`."""
+  init = _boxed_init(config, model, make_optimizer(config))
+  rng = jax.random.split(jax.random.key(config.seed))[0]  # [1] drives the steps
+  return jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+
+
 def create_state(config, model, mesh, rules) -> tuple[dict, dict]:
   """(state initialised in place on the mesh from config.seed, its shardings)."""
-  init = _boxed_init(config, model, make_optimizer(config))
-  shardings = sharding.logical_shardings(mesh, abstract_state(config, model, boxed=True), rules)
-  rng = jax.random.split(jax.random.key(config.seed))[0]  # [1] drives the steps
-  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
-  return state, shardings
+  shardings = state_shardings(config, model, mesh, rules)
+  return init_state(config, model, shardings), shardings
 
 
 def loss_fn(model, module, config, params, batch):
-  """(mean NLL in nats over the predicted samples, per-example (sum, count))."""
+  """(mean NLL in nats over the unmasked predicted samples, (their NLL sum, their count))."""
   inputs = model_inputs(config, batch)
   out = model.apply({'params': params}, **inputs)  # [B, T, Q]
   codes = inputs['codes']
@@ -155,11 +168,11 @@ def make_train_step(config, model, tx, rules, state_shardings, batch_shardings):
   if n < 1 or config.input.batch_size % n:
     raise ValueError(f'config.microbatches={n}: expected a divisor of input.batch_size='
                      f'{config.input.batch_size}')
-  data = pipeline.batch_shards(config.input.batch_size, batch_shardings) and math.prod(
-      batch_shardings.mesh.shape[a] for a in jax.tree.leaves(tuple(batch_shardings.spec)))
-  if (config.input.batch_size // n) % data:
+  try:  # each microbatch must spread over processes and data devices like a whole batch
+    pipeline.batch_shards(config.input.batch_size // n, batch_shardings)
+  except ValueError as e:
     raise ValueError(f'config.microbatches={n}: microbatches of {config.input.batch_size // n} '
-                     f'rows do not divide over the {data} devices of the data axis')
+                     f'rows do not divide ({e})') from None
   grad_fn = jax.value_and_grad(lambda p, b: loss_fn(model, module, config, p, b)[0])
 
   def loss_and_grads(params, batch):
@@ -211,9 +224,11 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
   c = ml_collections.ConfigDict(config.input.to_dict())
   c.update(split=split, batch_size=batch_size, crop_samples=crop_samples, shuffle=False,
            num_epochs=1, drop_remainder=False, worker_count=0)
-  host = pipeline.make_batches(c, sharding=None)
-  source, _ = pipeline.load_source(c)
+  source, builder = pipeline.load_source(c)
   per_process = pipeline.batch_shards(batch_size, batch_sharding)
+  host = pipeline.Batches(pipeline.make_loader(c, source, builder, per_process,
+                                               jax.process_index(), jax.process_count()),
+                          None, per_process, pad=True)
   longest = -(-len(source) // jax.process_count())
   n = -(-longest // per_process)
   if max_batches is not None:
@@ -297,10 +312,9 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._old)
 
 
-def _start(config, workdir, mngr, model, mesh, rules, shardings, batches):
+def _start(config, workdir, mngr, model, shardings, batches):
   """The first state, in the resume order of experiments/checkpoint.py; returns (state, how)."""
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_state(config, model), shardings)
+  abstract = sharded_abstract_state(config, model, shardings)
   step = mngr.latest_step()
   if step is not None:
     checkpoint.check_compatible(checkpoint.saved_config(mngr, step), config, f'workdir {workdir}')
@@ -318,9 +332,9 @@ def _start(config, workdir, mngr, model, mesh, rules, shardings, batches):
       state = checkpoint.restore(src, s, abstract, batches if with_data else None)
     if with_data:
       return state, f'resumed from {config[key]} step {s}'
-    fresh, _ = create_state(config, model, mesh, rules)
+    fresh = init_state(config, model, shardings)
     return dict(fresh, params=state['params']), f'parameters from {config[key]} step {s}'
-  return create_state(config, model, mesh, rules)[0], 'from scratch'
+  return init_state(config, model, shardings), 'from scratch'
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -333,12 +347,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tx = make_optimizer(config)
   batch_sh = sharding.batch_sharding(mesh, rules)
   batches = pipeline.make_batches(config.input, sharding=batch_sh)
-  abstract = abstract_state(config, model, boxed=True)
-  shardings = sharding.logical_shardings(mesh, abstract, rules)
+  shardings = state_shardings(config, model, mesh, rules)
   writer = metrics_lib.Writer(os.path.join(workdir, 'tb'))
   preempt = _Preemption()
   with checkpoint.manager(workdir, config) as mngr, jax.set_mesh(mesh):
-    state, how = _start(config, workdir, mngr, model, mesh, rules, shardings, batches)
+    state, how = _start(config, workdir, mngr, model, shardings, batches)
     step = int(state['step'])
     n_params = sum(x.size for x in jax.tree.leaves(state['params']))
     logging.info('%s: %d parameters, receptive field %s, %s at step %d', config.model_name,
