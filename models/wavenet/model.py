@@ -75,16 +75,15 @@ class Model(nn.Module):
   def out_features(self) -> int:
     return self.num_classes if self.output == 'softmax' else 3 * self.num_mixtures
 
-  def _p(self, name, shape, axes, init=None):
-    init = init or nn.initializers.lecun_normal()
+  def _p(self, name, shape, axes, init):
     return self.param(name, nn.with_logical_partitioning(init, axes), shape,
                       jnp.dtype(self.param_dtype))
 
-  def _dense(self, name, d_in, d_out, axes_in, axes_out, zero=False):
+  def _dense(self, name, d_in, d_out, axes_in, axes_out):
     """{'kernel': [d_in.., d_out..], 'bias': [d_out..]} in a named scope (pure-dict friendly)."""
     d_out = d_out if isinstance(d_out, tuple) else (d_out,)
     axes_out = axes_out if isinstance(axes_out, tuple) else (axes_out,)
-    init = nn.initializers.zeros if zero else nn.initializers.variance_scaling(
+    init = nn.initializers.variance_scaling(
         1.0, 'fan_in', 'truncated_normal', in_axis=0, out_axis=tuple(range(1, 1 + len(d_out))))
     return {
         'kernel': self._p(f'{name}_kernel', (d_in,) + d_out, (axes_in,) + axes_out, init),
@@ -144,8 +143,8 @@ class Model(nn.Module):
       y = jnp.einsum('btc,cgh->btgh', taps, lp['conv']['kernel'].astype(dtype))
       y = y + lp['conv']['bias']  # [B, T, 2, H]
       if self.num_global:
-        y = y + (gc @ lp['global']['kernel'].reshape(gc.shape[-1], -1)).reshape(
-            -1, 1, *y.shape[2:]) + lp['global']['bias']
+        g = jnp.einsum('bc,cgh->bgh', gc, lp['global']['kernel']) + lp['global']['bias']
+        y = y + g[:, None]  # the same offset at every position
       if self.local_features:
         # Project at the frame rate, then hold each frame for hop samples.
         f = jnp.einsum('bfc,cgh->bfgh', lc, lp['local']['kernel']) + lp['local']['bias']
