@@ -1,7 +1,8 @@
 """The input pipeline: Maestro segments -> grain -> per-process batches -> global jax.Arrays.
 
     source = tfds data source of one split (the dataset is prepared on first use)
-    grain.DataLoader: IndexSampler(shard = this JAX process, shuffle(seed), epochs)
+    grain.DataLoader: IndexSampler(shuffle(seed), epochs) -> this process's rows of each
+                      global batch (GlobalBatchSlice)
                       -> random crop (seeded per record by grain) -> encode -> batch
     Batches: each host batch -> jax.make_array_from_process_local_data(batch sharding)
 
@@ -16,14 +17,15 @@ A batch is a dict of arrays with a leading batch axis:
 Crops of T = `crop_samples` start anywhere in a segment, or on frame boundaries (multiples of the
 hop) when frame features are asked for, so that frame f of the crop covers audio samples
 [f hop, (f + 1) hop). grain seeds the crop of each record from the sampler's seed and the
-record's position, so the batches depend only on (seed, worker_count, step): the same seed
-gives the same batches, and a restored iterator continues with exactly the batches the
+record's position, so the batches depend only on (seed, worker_count, step), and not on the
+number of processes that read them: the same seed gives the same batches, and a restored iterator continues with exactly the batches the
 uninterrupted one would have produced. (grain's workers interleave their records, so changing
 `worker_count` changes the order; keep it fixed across a resume.) Its state goes into an Orbax
 checkpoint as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
 """
 
 import math
+import sys
 
 from absl import flags
 from absl import logging
@@ -159,6 +161,45 @@ def _check(config, builder, per_process_batch: int) -> tuple[int, tuple[str, ...
   return meta.hop_length, keys
 
 
+class GlobalBatchSlice:
+  """A grain sampler: process p's rows of each global batch of one global record order.
+
+  `order` (a seeded IndexSampler over the whole split) fixes the records of global batch k as
+  positions [k B, (k + 1) B), B = n x shard_count; process p reads positions
+  [k B + p n, k B + (p + 1) n). Each record keeps the random generator of its global position
+  (the crop's seed), so the global batches, crops included, are the same for any number of
+  processes, and a run on 2 hosts sees the data a run on 1 host sees. With drop_remainder=False
+  the last, partial global batch is split the same way (later processes may get fewer rows, or
+  none).
+  """
+
+  def __init__(self, order, shard_index: int, shard_count: int, per_process_batch: int,
+               drop_remainder: bool):
+    self._order, self._p, self._n = order, shard_index, per_process_batch
+    self._b = per_process_batch * shard_count
+    total = len(order)
+    if total == sys.maxsize:  # repeats forever
+      self._len = total
+    else:
+      full, rest = divmod(total, self._b)
+      extra = 0 if drop_remainder else min(self._n, max(0, rest - self._p * self._n))
+      self._len = full * self._n + extra
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __repr__(self) -> str:
+    return (f'GlobalBatchSlice({self._order!r}, shard_index={self._p}, '
+            f'per_process_batch={self._n}, global_batch={self._b})')
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if not 0 <= index < self._len:
+      raise IndexError(f'index {index} outside [0, {self._len})')
+    row = (index // self._n) * self._b + self._p * self._n + index % self._n
+    meta = self._order[row]
+    return grain.RecordMetadata(index=index, record_key=meta.record_key, rng=meta.rng)
+
+
 def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_batch: int,
                 shard_index: int, shard_count: int) -> grain.DataLoader:
   """The grain DataLoader of one process's shard (host numpy batches)."""
@@ -167,13 +208,13 @@ def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_
     # grain's worker processes read absl flags; outside an absl app (notebooks, tests) take the
     # defaults rather than fail.
     flags.FLAGS.mark_as_parsed()
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source),
-      shard_options=grain.sharding.ShardOptions(shard_index, shard_count,
-                                                drop_remainder=config.drop_remainder),
+  order = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=grain.sharding.NoSharding(),
       shuffle=config.shuffle, num_epochs=config.num_epochs, seed=config.seed)
+  sampler = GlobalBatchSlice(order, shard_index, shard_count, per_process_batch,
+                             config.drop_remainder)
   return grain.DataLoader(
-      data_source=_WithIndex(source), sampler=sampler,
+      data_source=_WithIndex(source), sampler=sampler, shard_options=grain.sharding.NoSharding(),
       operations=[_Crop(config.crop_samples, hop, keys), _Encode(config.encoding, config.bits),
                   grain.transforms.Batch(per_process_batch, drop_remainder=config.drop_remainder)],
       worker_count=config.worker_count, worker_buffer_size=config.worker_buffer_size)

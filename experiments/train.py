@@ -37,6 +37,7 @@ import optax
 from data import maestro
 from data import pipeline
 from experiments import checkpoint
+from experiments import distributed
 from experiments import metrics as metrics_lib
 from experiments import optim
 from experiments import sharding
@@ -218,8 +219,9 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
                  crop_samples, batch_sharding, max_batches: int | None = None):
   """Every segment of `split` once, in order, as global batches with `mask`.
 
-  Processes can hold one record more than others; the short ones pad with empty batches so that
-  every process runs the same number of steps (a collective would otherwise hang).
+  A process can have fewer rows of the last global batch than others, or none; the short ones
+  pad with empty batches so that every process runs the same number of steps (a collective
+  would otherwise hang).
   """
   c = ml_collections.ConfigDict(config.input.to_dict())
   c.update(split=split, batch_size=batch_size, crop_samples=crop_samples, shuffle=False,
@@ -229,8 +231,7 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
   host = pipeline.Batches(pipeline.make_loader(c, source, builder, per_process,
                                                jax.process_index(), jax.process_count()),
                           None, per_process, pad=True)
-  longest = -(-len(source) // jax.process_count())
-  n = -(-longest // per_process)
+  n = -(-len(source) // batch_size)  # global batches; a process's last ones may be empty
   if max_batches is not None:
     n = min(n, max_batches)
   template = None
@@ -427,12 +428,12 @@ def main(argv):
   if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
     raise app.UsageError('--config and --workdir are required')
   logging.set_verbosity(logging.INFO)
-  if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('SLURM_JOB_ID'):
-    jax.distributed.initialize()
   try:
+    distributed.initialize()
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (FileNotFoundError, ValueError, FloatingPointError) as e:
     raise SystemExit(f'train: {e}') from None
+  distributed.shutdown()
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

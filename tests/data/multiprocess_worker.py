@@ -28,7 +28,10 @@ def main(port, process_id, dataset, manual_dir, data_dir, out):
   c = pipeline.default_config()
   c.update(dataset=dataset, manual_dir=manual_dir, data_dir=data_dir, batch_size=4,
            crop_samples=2000)
-  result = {'local': [], 'global': [], 'shape': None}
+  result = {'local': [], 'global': [], 'shape': None, 'one_process': []}
+  # What a single process reading the whole batch of 4 gets.
+  source, builder = pipeline.load_source(c)
+  single = iter(pipeline.make_loader(c, source, builder, 4, 0, 1))
   batches = pipeline.make_batches(c, sharding)
   for _ in range(3):
     batch = next(batches)
@@ -37,6 +40,10 @@ def main(port, process_id, dataset, manual_dir, data_dir, out):
     result['global'].append(
         np.asarray(multihost_utils.process_allgather(batch['index'], tiled=True)).tolist())
     result['shape'] = list(batch['audio'].shape)
+    one = next(single)
+    result['one_process'].append(one['index'].tolist())
+    result.setdefault('one_process_audio_equal', []).append(bool(np.array_equal(
+        one['audio'], multihost_utils.process_allgather(batch['audio'], tiled=True))))
   with open(out, 'w') as f:
     json.dump(result, f)
   jax.distributed.shutdown()

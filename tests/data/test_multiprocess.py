@@ -1,4 +1,5 @@
-"""Two JAX processes on loopback read disjoint shards and assemble one global batch."""
+"""Two JAX processes on loopback each read their rows of one global batch, the batch one process
+would read."""
 
 import json
 import os
@@ -35,5 +36,9 @@ def test_two_processes_build_global_batches(built, maestro_dir, tmp_path):
     # out process by process along the data axis.
     assert r[0]['global'][step] == r[1]['global'][step]
     assert r[0]['global'][step] == r[0]['local'][step] + r[1]['local'][step]
-  seen = [{i for s in x['local'] for i in s} for x in r]
-  assert not seen[0] & seen[1]
+    # The same records and crops as one process reading the whole batch.
+    assert r[0]['global'][step] == r[0]['one_process'][step]
+    assert r[0]['one_process_audio_equal'][step]
+  # One global order: the first epoch (10 records) holds each record once.
+  first_epoch = [i for step in r[0]['global'] for i in step][:10]
+  assert sorted(first_epoch) == list(range(10))
