@@ -4,8 +4,9 @@
 
 A checkpoint holds `state` (the train state dict, restored into whatever shardings the caller
 asks for, so that a run saved on 8 devices resumes on 1), `data` (each process's grain iterator
-state) and `config` (JSON). Saves are asynchronous; a checkpoint appears only once complete, so
-a run killed mid-save resumes from the previous one. Kept: the last `config.checkpoint.keep`
+state; restored only by a run of as many processes, see `restore`) and `config` (JSON). Saves
+are asynchronous, and every process takes part; a checkpoint appears only once complete, so a
+run killed mid-save resumes from the previous one. Kept: the last `config.checkpoint.keep`
 and every `keep_every`-th step.
 
 Where a run starts, in order: (1) the workdir's latest checkpoint, (2) `config.resume` (another
@@ -17,6 +18,7 @@ parameters only),
 import json
 import os
 
+from absl import logging
 import grain
 import jax
 import ml_collections
@@ -67,13 +69,32 @@ def check_compatible(saved: ml_collections.ConfigDict, config: ml_collections.Co
                      f'(config.model {detail}); use another workdir')
 
 
+def data_processes(mngr: ocp.CheckpointManager, step: int) -> int | None:
+  """How many processes wrote the data iterator states of `step` (None: no data item)."""
+  path = os.path.join(str(mngr.directory), str(step), 'data')
+  names = os.listdir(path) if os.path.isdir(path) else []
+  counts = {int(n.rsplit('-of-', 1)[1].split('.')[0]) for n in names if '-of-' in n}
+  return counts.pop() if len(counts) == 1 else None
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: dict,
             batches=None) -> dict:
   """The state at `step`, laid out as `abstract_state` (ShapeDtypeStructs with shardings); the
-  data iterator `batches`, if given, is moved to the saved position."""
+  data iterator `batches`, if given, is moved to the saved position.
+
+  Each process saves its own iterator state, so a checkpoint written by N processes restores
+  the data position only in a run of N processes. In a run of another size the state is
+  restored and the data iterator starts afresh from its seed, with a warning.
+  """
   items = {'state': ocp.args.StandardRestore(abstract_state)}
   if batches is not None:
-    items['data'] = grain.checkpoint.CheckpointRestore(batches)
+    saved = data_processes(mngr, step)
+    if saved == jax.process_count():
+      items['data'] = grain.checkpoint.CheckpointRestore(batches)
+    else:
+      logging.warning('checkpoint %d holds the data positions of %s processes, this run has %d: '
+                      'the state is restored, the data iterator starts afresh', step, saved,
+                      jax.process_count())
   return mngr.restore(step, args=ocp.args.Composite(**items))['state']
 
 
