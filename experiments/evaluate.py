@@ -40,6 +40,7 @@ import jax
 import ml_collections
 
 from experiments import checkpoint
+from experiments import distributed
 from experiments import metrics as metrics_lib
 from experiments import sharding
 from experiments import train
@@ -249,15 +250,15 @@ def main(argv):
   if f.follow and f.step is not None:
     raise app.UsageError('--follow evaluates every checkpoint: leave out --step')
   logging.set_verbosity(logging.INFO)
-  if os.environ.get('JAX_COORDINATOR_ADDRESS') or os.environ.get('SLURM_JOB_ID'):
-    jax.distributed.initialize()
   try:
+    distributed.initialize()
     if f.follow:
       follow(f.workdir, f.split, f.batch_size, f.crop_samples, f.poll_seconds, f.timeout_seconds)
     else:
       evaluate_checkpoint(f.workdir, f.step, f.split, f.batch_size, f.crop_samples)
   except (FileNotFoundError, ValueError, TimeoutError) as e:
     raise SystemExit(f'evaluate: {e}') from None
+  distributed.shutdown()
 
 
 if __name__ == '__main__':

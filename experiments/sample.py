@@ -18,7 +18,9 @@ of audio per second of wall time, per stream (the first chunk includes compilati
               in training, covering prompt and continuation (both start at the MIDI's time 0).
               --seconds defaults to the MIDI's length less the prompt.
 
-Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1.
+Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1. Launched as several
+processes (launch/local.sh, SLURM, a TPU pod), each process samples a contiguous slice of the
+files, and the files are the same as one process would write.
 """
 
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ from data import audio as audio_lib
 from data import midi as midi_lib
 from data import pipeline
 from experiments import checkpoint
+from experiments import distributed
 from experiments import train
 
 
@@ -89,7 +92,8 @@ def midi_seconds(path: str) -> float:
 def generate_audio(config: ml_collections.ConfigDict, model, params: dict, rng: jax.Array,
                    num_streams: int, num_samples: int, prompt: np.ndarray | None = None,
                    local: np.ndarray | None = None, global_id: int | None = None,
-                   temperature: float = 1.0, chunk_samples: int = 16000) -> Iterator[np.ndarray]:
+                   temperature: float = 1.0, chunk_samples: int = 16000,
+                   first_stream: int = 0) -> Iterator[np.ndarray]:
   """Yields float audio chunks [B, <= chunk_samples] of `num_samples` new samples per stream.
 
   Args:
@@ -99,7 +103,7 @@ def generate_audio(config: ml_collections.ConfigDict, model, params: dict, rng: 
     prompt: codes [P] every stream continues (not yielded); None: from silence.
     local: frame features [1, F, D] covering prompt and continuation (e.g. `midi_features`).
     global_id: the id of a globally conditioned model.
-    temperature, chunk_samples: as models/<name>.generate.
+    temperature, chunk_samples, first_stream: as models/<name>.generate.
   """
   kwargs = {}
   if prompt is not None:
@@ -110,7 +114,8 @@ def generate_audio(config: ml_collections.ConfigDict, model, params: dict, rng: 
     kwargs['global_ids'] = np.full((num_streams,), global_id, np.int32)
   module = train.model_module(config)
   for codes in module.generate(model, {'params': params}, rng, num_samples, batch=num_streams,
-                               temperature=temperature, chunk_samples=chunk_samples, **kwargs):
+                               temperature=temperature, chunk_samples=chunk_samples,
+                               first_stream=first_stream, **kwargs):
     yield train.decode(config.input, codes)  # [B, n]
 
 
@@ -150,7 +155,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
     global_id: the id of a globally conditioned model.
 
   Returns:
-    The paths of the files.
+    The paths of the files this process wrote (all of them in a single process).
 
   Raises:
     FileNotFoundError: no checkpoint; AudioError / MidiError: a bad prompt or MIDI file;
@@ -180,10 +185,28 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   local = None if midi is None else midi_features(config, model, midi, max(n_prompt, 1) + n)
   chunk = max(1, int(round(chunk_seconds * rate)))
   os.makedirs(out_dir, exist_ok=True)
-  paths = [os.path.join(out_dir, f'step{step}_seed{seed}_{i:03d}.wav') for i in range(num_samples)]
-  print(f'{workdir} step {step}: {num_samples} x {n / rate:.2f} s at {rate} Hz'
-        + (f' after a {n_prompt / rate:.2f} s prompt' if n_prompt else '')
-        + (f', conditioned on {midi}' if midi else ''), flush=True)
+  # Processes share the files: each samples a contiguous slice of the streams, numbered as one
+  # process would number them, so the files do not depend on the process count.
+  lo, hi = np.linspace(0, num_samples, jax.process_count() + 1).astype(int)[
+      jax.process_index():jax.process_index() + 2]
+  paths = [os.path.join(out_dir, f'step{step}_seed{seed}_{i:03d}.wav') for i in range(lo, hi)]
+  say = print if distributed.is_main() else lambda *a, **k: None
+  say(f'{workdir} step {step}: {num_samples} x {n / rate:.2f} s at {rate} Hz'
+      + (f' after a {n_prompt / rate:.2f} s prompt' if n_prompt else '')
+      + (f', conditioned on {midi}' if midi else '')
+      + (f', over {jax.process_count()} processes' if jax.process_count() > 1 else ''),
+      flush=True)
+  if lo < hi:
+    _write(config, model, state['params'], paths, n, codes, local, global_id, temperature,
+           seed, chunk, lo, say)
+  distributed.sync('sample')
+  return paths
+
+
+def _write(config, model, params, paths, n, codes, local, global_id, temperature, seed, chunk,
+           first_stream, say) -> None:
+  """Streams the files `paths` (streams first_stream, ...) chunk by chunk."""
+  rate = train.sample_rate(config)
   files = [sf.SoundFile(p, 'w', samplerate=rate, channels=1, subtype='PCM_16', format='WAV')
            for p in paths]
   try:
@@ -193,23 +216,23 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
         f.write(head)
     t0 = t = time.perf_counter()
     done = 0
-    for wave in generate_audio(config, model, state['params'], jax.random.key(seed), num_samples,
-                               n, codes, local, global_id, temperature, chunk):  # [B, c]
+    for wave in generate_audio(config, model, params, jax.random.key(seed), len(paths), n,
+                               codes, local, global_id, temperature, chunk,
+                               first_stream):  # [B, c]
       for f, w in zip(files, wave):
         f.write(audio_lib.to_int16(w))
       now = time.perf_counter()
       done += wave.shape[1]
-      print(f'  {done / rate:7.2f} / {n / rate:.2f} s  {wave.shape[1] / (now - t):8.0f} samples/s '
-            f'per stream  realtime factor {wave.shape[1] / (now - t) / rate:.3f}', flush=True)
+      say(f'  {done / rate:7.2f} / {n / rate:.2f} s  {wave.shape[1] / (now - t):8.0f} samples/s '
+          f'per stream  realtime factor {wave.shape[1] / (now - t) / rate:.3f}', flush=True)
       t = now
     total = time.perf_counter() - t0
-    print(f'{num_samples} x {n / rate:.2f} s in {total:.1f} s: realtime factor '
-          f'{n / total / rate:.3f} per stream, {num_samples * n / total / rate:.3f} in all',
-          flush=True)
+    say(f'{len(paths)} x {n / rate:.2f} s in {total:.1f} s: realtime factor '
+        f'{n / total / rate:.3f} per stream, {len(paths) * n / total / rate:.3f} in all',
+        flush=True)
   finally:
     for f in files:
       f.close()
-  return paths
 
 
 def define_flags() -> None:
@@ -235,10 +258,12 @@ def main(argv):
   if f.workdir is None or f.out is None:
     raise app.UsageError('--workdir and --out are required')
   try:
+    distributed.initialize()
     sample(f.workdir, f.num_samples, f.seconds, f.out, f.step, f.temperature, f.prompt,
            f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id)
   except (FileNotFoundError, ValueError) as e:  # AudioError and MidiError are ValueErrors
     raise SystemExit(f'sample: {e}') from None
+  distributed.shutdown()
 
 
 if __name__ == '__main__':

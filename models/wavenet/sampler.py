@@ -237,7 +237,7 @@ def _parts(b: int) -> list[tuple[int, int]]:
 def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, batch: int = 1,
              prompt: np.ndarray | None = None, local: np.ndarray | None = None,
              global_ids: np.ndarray | None = None, temperature: float = 1.0,
-             chunk_samples: int = 16000) -> Iterator[np.ndarray]:
+             chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples].
 
   Args:
@@ -252,6 +252,8 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, ba
     global_ids: [B] int32.
     temperature: scales the logits (softmax) or the logistic scales (mixture).
     chunk_samples: steps per compiled scan; memory does not grow with num_samples.
+    first_stream: the number of stream 0 in the draws above: processes that each sample a
+      slice [k, k + B) of a set of streams pass k, and together draw what one process would.
   """
   if prompt is None:
     prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
@@ -267,7 +269,7 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, ba
   temperature = jnp.float32(temperature)
 
   def part(lo, hi):  # the chunks of streams [lo, hi)
-    cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [jnp.int32(lo)]
+    cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [jnp.int32(first_stream + lo)]
     cache, x = init_cache(model, hi - lo), jnp.asarray(prompt[lo:hi, 0])
     for s in range(1, prompt.shape[1], chunk_samples):  # teacher-force the prompt
       forced = jnp.asarray(prompt[lo:hi, s:s + chunk_samples])
