@@ -87,14 +87,20 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def load_module(path: str):
+  """The experiment file at `path` as a module (its get_config, and sweep if it has one)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'config file {path} does not exist')
+  spec = importlib.util.spec_from_file_location('_experiment_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
   """'path/to/config.py:arg' -> its locked ConfigDict (as --config= would give)."""
   path, _, arg = spec.partition(':')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'config file {path} does not exist')
-  spec_ = importlib.util.spec_from_file_location('_experiment_config', path)
-  module = importlib.util.module_from_spec(spec_)
-  spec_.loader.exec_module(module)
+  module = load_module(path)
   config = module.get_config(arg) if arg else module.get_config()
   config.lock()
   return config

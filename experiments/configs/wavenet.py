@@ -15,6 +15,8 @@ Variants (combine with commas, e.g. `:midi,runlocal`):
   peer      the setting public WaveNets are benchmarked in: 30 layers in 3 cycles of 1..512,
             64 residual / 128 gate / 64 skip channels, kernel 2, 256-way softmax,
             batch 4 x 8,000 samples, unconditional.
+  bf16      bfloat16 compute (activations and matmuls), with float32 parameters, gradients
+            and optimizer state, and float32 logits, softmax and loss.
   runlocal  a laptop run on the embedded corpus (2 CPU cores): 10 layers (receptive field
             1,025 samples), 32/64/64 channels, batch 8 x 2,048 samples in 8 microbatches,
             1,200 steps (about 2.5 minutes on 2 cores).
@@ -33,7 +35,7 @@ from experiments.configs import common
 
 
 def get_config(arg: str | None = None):
-  arg = common.parse_arg(arg, runlocal=False, midi=False, peer=False)
+  arg = common.parse_arg(arg, runlocal=False, midi=False, peer=False, bf16=False)
   c = common.base_config()
   c.model_name = 'wavenet'
   c.model = dict(num_classes=256, residual_channels=128, gate_channels=256, skip_channels=256,
@@ -60,6 +62,9 @@ def get_config(arg: str | None = None):
     c.input.frame_features = c.local_features
     c.model.update(local_features=3 * 88, hop_length=512)
 
+  if arg.bf16:
+    c.model.dtype = 'bfloat16'  # compute; parameters and optimizer state stay float32
+
   if arg.runlocal:
     c.input.dataset = '16k'  # the embedded corpus, built on first use
     c.input.manual_dir = None
@@ -80,3 +85,9 @@ def get_config(arg: str | None = None):
     c.checkpoint.every_steps = 400
     c.checkpoint.keep_every = 0
   return c
+
+
+def sweep() -> list[dict]:
+  """Learning rate x width, for `python launch/sweep.py CONFIG=...wavenet.py:runlocal ...`."""
+  return [{'optim.learning_rate': lr, 'model.residual_channels': r}
+          for lr in (1e-3, 3e-3) for r in (32, 64)]

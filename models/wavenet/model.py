@@ -126,8 +126,10 @@ class Model(nn.Module):
   def __call__(self, codes: jax.Array, local: jax.Array | None = None,
                global_ids: jax.Array | None = None) -> jax.Array:
     """codes [B, T] int32, local [B, F, D] (F = ceil(T / hop)), global_ids [B] -> [B, T, Q]."""
-    p = self._params()
     dtype = jnp.dtype(self.dtype)
+    # Mixed precision: parameters are kept in param_dtype (and so are their gradients and the
+    # optimizer state); the network computes in dtype; the logits and losses are float32.
+    p = jax.tree.map(lambda a: a.astype(dtype), self._params())
     t = codes.shape[1]
     x = stem(self, p, codes).astype(dtype)  # [B, T, R]
     x = nn.with_logical_constraint(x, ('batch', 'time', 'embed'))
@@ -140,7 +142,7 @@ class Model(nn.Module):
       lp = p[f'layer{i}']
       taps = jnp.concatenate([_shift(x, (self.kernel_size - 1 - j) * d)
                               for j in range(self.kernel_size)], axis=-1)  # [B, T, kR]
-      y = jnp.einsum('btc,cgh->btgh', taps, lp['conv']['kernel'].astype(dtype))
+      y = jnp.einsum('btc,cgh->btgh', taps, lp['conv']['kernel'])
       y = y + lp['conv']['bias']  # [B, T, 2, H]
       if self.num_global:
         g = jnp.einsum('bc,cgh->bgh', gc, lp['global']['kernel']) + lp['global']['bias']
@@ -152,12 +154,12 @@ class Model(nn.Module):
       z = nn.with_logical_constraint(gate(y), ('batch', 'time', 'mlp'))  # [B, T, H]
       zs.append(z)
       if 'res' in lp:
-        x = x + z @ lp['res']['kernel'].astype(dtype) + lp['res']['bias']
+        x = x + z @ lp['res']['kernel'] + lp['res']['bias']
         x = nn.with_logical_constraint(x, ('batch', 'time', 'embed'))
     # All layers' skip projections as one matmul over (layer, channel): the same sum, but one
     # large GEMM (forward and backward) instead of L small ones, ~10% faster on CPU.
     skips = jnp.einsum('btlh,lhs->bts', jnp.stack(zs, axis=2), jnp.stack(
-        [p[f'layer{i}']['skip']['kernel'] for i in range(self.num_layers)]).astype(dtype))
+        [p[f'layer{i}']['skip']['kernel'] for i in range(self.num_layers)]))
     skips = skips + sum(p[f'layer{i}']['skip']['bias'] for i in range(self.num_layers))
     out = head(p, skips)
     return nn.with_logical_constraint(out.astype(jnp.float32), ('batch', 'time', 'vocab'))
@@ -183,7 +185,7 @@ def condition(model: Model, p: dict, local: jax.Array) -> jax.Array:
   if local.shape[-1] != model.local_features:
     raise ValueError(f'local conditioning has {local.shape[-1]} features per frame; '
                      f'model.local_features={model.local_features}')
-  x = local.astype(jnp.float32)
+  x = local.astype(p['local_conv']['kernel'].dtype)
   taps = jnp.concatenate([jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1], x,
                           jnp.pad(x, ((0, 0), (0, 1), (0, 0)))[:, 1:]], axis=-1)
   return jnp.tanh(taps @ p['local_conv']['kernel'] + p['local_conv']['bias'])
