@@ -25,8 +25,41 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
 with random parameters, for 1 and 16 streams, in samples/s summed over the streams, and the
 realtime factor at the dataset's sample rate (samples/s per stream / rate); and the naive
 sampler that recomputes the whole receptive field each step, for one stream.
+
+--what=memory plans `--config`'s train step for `--mesh` (e.g. 'data:4,model:2'; axes left out
+have size 1) and the config's global batch: compiled ahead of time, on that many faked CPU
+devices where this machine has fewer, it reports per device the parameter, optimizer-state and
+batch bytes, XLA's argument, output, aliased and temporary bytes and the peak, and whether the
+peak fits `--device_memory_gb` (experiments/memory.py).
+
+Every --what runs over several processes as well (launch/local.sh ... benchmark ...): the
+train step then spans all processes' devices, and process 0 writes the figures.
+
+--what=attention measures models/attention.py, the blockwise sparse attention, against dense
+causal attention on random q, k, v: batch 1, `--attention_heads` (8) heads of
+`--attention_head_dim` (64) channels, at each of `--attention_lengths` (4,096, 16,384, 65,536)
+with block l = the power of two nearest sqrt(n) (`--attention_block`), c = 1 summary column:
+  * fwd_bwd_s: one jitted forward + backward pass (grad of sum(attend(q, k, v)) w.r.t. q, k
+    and v), the median of `--repeats` windows after compilation and a warm-up
+    (`--attention_long_repeats` = 3 windows from 65,536 up, about 30 s each on a 2-core CPU),
+    for the merged heads 'strided_merged' and 'fixed_merged' (`--attention_patterns`), each of
+    which costs what a pair of the model's interleaved layers ('local' then 'strided', or
+    'block' then 'summary') cost together, and for 'dense';
+  * peak_gib: argument + output + scratch bytes of the compiled executable (its
+    memory_analysis); dense is not run (null, and the reason) where its estimated need, 3x
+    its [B, H, n, n] float32 scores (scores, probabilities and their gradient; the compiled
+    figure at 4,096 agrees), exceeds `--attention_dense_max_gb` (8 GiB): from 16,384
+    positions on with 8 heads;
+  * time_exponent: per pattern, the least-squares slope of log(time) against log(n) (1.5
+    expected for the sparse patterns with l ~ sqrt(n), 2 for dense; null below 2 lengths);
+  * the Sparse Transformer's KV-cache sampler (`generate` of models/sparse_transformer, random
+    parameters) in samples/s summed over 1 and 16 streams (`--attention_sampler_samples` per
+    stream) and as a realtime factor, for `--config` if it names that model, else for
+    experiments/configs/sparse_transformer.py:runlocal; 'config' holds the config it used.
 """
 
+import functools
+import importlib.util
 import json
 import os
 import platform
@@ -47,10 +80,15 @@ import numpy as np
 from data import corpus
 from data import maestro
 from data import pipeline
+from experiments import distributed
+from experiments import memory
 from experiments import sharding
 from experiments import train
+from models import attention
 
-_WHAT = flags.DEFINE_enum('what', 'input', ['input', 'train', 'sampler'], 'What to measure.')
+_WHAT = flags.DEFINE_enum('what', 'input',
+                          ['input', 'train', 'sampler', 'memory', 'attention'],
+                          'What to measure.')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
     lock_config=True)
@@ -69,6 +107,38 @@ _PREPARE_WORKERS = flags.DEFINE_integer('prepare_workers', 2, 'Dataset preparati
 _BATCHES = flags.DEFINE_integer('batches', 20, 'Batches per timed window.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed windows (the median is reported).')
 _PIECES = flags.DEFINE_integer('corpus_pieces', 32, 'Pieces of the generated corpus.')
+_ATT_LENGTHS = flags.DEFINE_list('attention_lengths', ['4096', '16384', '65536'],
+                                 'attention: sequence lengths n.')
+_ATT_HEADS = flags.DEFINE_integer('attention_heads', 8, 'attention: heads H.')
+_ATT_DIM = flags.DEFINE_integer('attention_head_dim', 64, 'attention: channels per head D.')
+_ATT_BLOCK = flags.DEFINE_integer('attention_block', 0,
+                                  'attention: block length l; 0: the power of two nearest '
+                                  'sqrt(n).')
+_ATT_SUMMARY = flags.DEFINE_integer('attention_summary', 1, 'attention: summary columns c.')
+_ATT_PATTERNS = flags.DEFINE_list('attention_patterns', ['strided_merged', 'fixed_merged'],
+                                  'attention: sparse patterns timed beside dense.')
+_ATT_IMPL = flags.DEFINE_enum('attention_impl', 'auto', list(attention.IMPLEMENTATIONS),
+                              'attention: attend(impl=...).')
+_ATT_DTYPE = flags.DEFINE_enum('attention_dtype', 'float32', ['float32', 'bfloat16'],
+                               'attention: dtype of q, k, v.')
+_ATT_DENSE_GB = flags.DEFINE_float('attention_dense_max_gb', 8.,
+                                   'attention: skip dense where its forward + backward, about '
+                                   '3x its f32 [B, H, n, n] scores, would exceed this (GiB).')
+_ATT_DENSE_CHUNK = flags.DEFINE_integer('attention_dense_chunk', 0,
+                                        'attention: where dense does not fit, time it over '
+                                        'query chunks of this size instead (the same FLOPs in '
+                                        'O(chunk n) memory); 0: skip it there.')
+_ATT_LONG_REPEATS = flags.DEFINE_integer('attention_long_repeats', 3,
+                                         'attention: timed windows from 65,536 positions up.')
+_ATT_SAMPLER_SAMPLES = flags.DEFINE_list('attention_sampler_samples', ['2000', '500'],
+                                         'attention: samples per stream per timed window of '
+                                         'the Sparse Transformer sampler, for 1 and 16 '
+                                         'streams.')
+_MESH = flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
+                            'config.mesh over the devices present); on CPU, devices are faked.')
+_DEVICE_GB = flags.DEFINE_float('device_memory_gb', None,
+                                'memory: the target accelerator memory in GiB, to say whether '
+                                'the step fits (e.g. 32 for a TPU v4 chip, 80 for an H100).')
 
 
 def describe_machine() -> dict:
@@ -211,7 +281,9 @@ def bench_train() -> dict:
     f = t // model.hop_length
     for k in config.local_features:
       batch[k] = rng.integers(0, 2, (b, f, 88)).astype(np.uint8)
-  batch = jax.device_put(batch, batch_sh)
+  # The same host batch on every process; each process puts its own rows on its devices.
+  batch = {k: jax.make_array_from_callback(v.shape, batch_sh, lambda i, v=v: v[i])
+           for k, v in batch.items()}
   step = train.make_train_step(config, model, train.make_optimizer(config), rules, shardings,
                                batch_sh)
   with jax.set_mesh(mesh):
@@ -271,19 +343,196 @@ def bench_sampler() -> dict:
   return out
 
 
+def _target_config():
+  """--config with --mesh applied."""
+  config = _CONFIG.value
+  if _MESH.value:
+    config = config.copy_and_resolve_references()
+    sizes = memory.parse_mesh(_MESH.value)
+    unknown = set(sizes) - set(config.mesh)
+    if unknown:
+      raise app.UsageError(f'--mesh={_MESH.value}: unknown axes {sorted(unknown)}; the config '
+                           f'has {", ".join(config.mesh)}')
+    for name in config.mesh:  # axes left out have size 1
+      config.mesh[name] = sizes.get(name, 1)
+  return config
+
+
+def _fake_devices() -> None:
+  """Before the backend starts: as many CPU devices as the target mesh names, so that a plan
+  for 8 or 256 accelerators compiles on any machine."""
+  if _MESH.value:
+    sizes = memory.parse_mesh(_MESH.value).values()
+    if -1 not in sizes:
+      jax.config.update('jax_num_cpu_devices', int(np.prod(list(sizes))))
+
+
+def bench_memory() -> dict:
+  """The memory plan of --config's train step on --mesh (experiments/memory.py)."""
+  config = _target_config()
+  sizes = list(config.mesh.values())
+  devices = jax.devices() if -1 in sizes else jax.devices('cpu')[:int(np.prod(sizes))]
+  out = memory.plan(config, devices, _DEVICE_GB.value)
+  logging.info('memory plan:\n%s', memory.describe(out))
+  return {'memory': out}
+
+
+def _time_exponent(lengths: list[int], seconds: list[float | None]) -> float | None:
+  """Least-squares slope of log(seconds) against log(n); None below 2 measured lengths."""
+  pts = [(n, t) for n, t in zip(lengths, seconds) if t is not None]
+  if len(pts) < 2:
+    return None
+  return float(np.polyfit(*np.log(np.array(pts, float)).T, 1)[0])
+
+
+def dense_in_chunks(q, k, v, chunk: int):
+  """Causal dense attention, `chunk` queries at a time, each chunk rematerialised in the backward
+  pass: the dense FLOPs in O(chunk x n) memory, for lengths whose n x n scores do not fit."""
+  b, n, h, d = q.shape
+  qs = q.reshape(b, n // chunk, chunk, h, d).swapaxes(0, 1)  # [n / chunk, B, chunk, H, D]
+
+  @jax.checkpoint
+  def one(args):
+    qc, i = args
+    s = jnp.einsum('bqhd,bkhd->bhqk', qc, k, preferred_element_type=jnp.float32) / np.sqrt(d)
+    allowed = jnp.arange(n)[None, :] <= i * chunk + jnp.arange(chunk)[:, None]  # [chunk, n]
+    p = jax.nn.softmax(jnp.where(allowed, s, -jnp.inf), axis=-1)
+    return jnp.einsum('bhqk,bkhd->bqhd', p.astype(v.dtype), v)
+
+  out = jax.lax.map(one, (qs, jnp.arange(n // chunk)))
+  return out.swapaxes(0, 1).reshape(b, n, h, d)
+
+
+def compile_attention(fn, shape: tuple[int, ...], dtype):
+  """The compiled forward + backward pass of sum(fn(q, k, v)) and its peak memory in GiB
+  (argument + output + scratch bytes; None where the backend does not say)."""
+  loss = lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32))
+  x = jax.ShapeDtypeStruct(shape, dtype)
+  compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
+  m = compiled.memory_analysis()
+  if m is None:
+    return compiled, None
+  return compiled, (m.temp_size_in_bytes + m.argument_size_in_bytes +
+                    m.output_size_in_bytes) / 2**30
+
+
+def time_attention(compiled, shape: tuple[int, ...], dtype, repeats: int) -> float:
+  """Median seconds of `compiled` on random q, k, v, after a warm-up."""
+  q, k, v = (jax.random.normal(r, shape, dtype) for r in jax.random.split(jax.random.key(0), 3))
+  run = lambda: jax.block_until_ready(compiled(q, k, v))
+  run()
+  return _median_time(run, repeats)
+
+
+def _sparse_transformer_config():
+  """(config, where it came from): --config if it names the Sparse Transformer, else the
+  runlocal variant of its experiment file (a CPU-sized model); (None, why) without one."""
+  if _CONFIG.value.model_name == 'sparse_transformer':
+    return _CONFIG.value, '--config'
+  name = 'experiments.configs.sparse_transformer'
+  if importlib.util.find_spec(name) is None:
+    return None, 'experiments/configs/sparse_transformer.py does not exist'
+  return importlib.import_module(name).get_config('runlocal'), (
+      'experiments/configs/sparse_transformer.py:runlocal')
+
+
+def measure_sparse_sampler(config, samples: list[int], repeats: int) -> dict:
+  """Samples/s of the model's cached sampler, random parameters, for 1 and 16 streams."""
+  model = train.create_model(config)
+  module = train.model_module(config)
+  variables = {'params': nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))[
+      'params'])}
+  rate = train.sample_rate(config)
+  out = {'sample_rate': rate}
+  for streams, n in zip((1, 16), samples):
+    def run(streams=streams, n=n):
+      for chunk in module.generate(model, variables, jax.random.key(1), n, batch=streams,
+                                   chunk_samples=n):
+        assert chunk.shape == (streams, n)
+
+    run()  # compile
+    sps = streams * n / _median_time(run, repeats)
+    key = f'sampler_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
+    out[key] = sps
+    out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
+    logging.info('sparse transformer sampler, %d streams: %.0f samples/s', streams, sps)
+  return out
+
+
+def bench_attention() -> dict:
+  b, h, d = 1, _ATT_HEADS.value, _ATT_DIM.value
+  dtype = jnp.dtype(_ATT_DTYPE.value)
+  patterns = list(_ATT_PATTERNS.value)
+  sparse = [p for p in attention.PATTERNS if p != 'dense']
+  if any(p not in sparse for p in patterns):
+    raise app.UsageError(f'--attention_patterns={",".join(patterns)}: expected some of '
+                         f'{", ".join(sparse)}')
+  lengths = [int(n) for n in _ATT_LENGTHS.value]
+  seconds = {p: [] for p in patterns + ['dense']}
+  by_length = {}
+  for n in lengths:
+    l = _ATT_BLOCK.value or 2 ** int(round(np.log2(np.sqrt(n))))
+    repeats = _REPEATS.value if n < 65536 else _ATT_LONG_REPEATS.value
+    row = {'block': l, 'repeats': repeats, 'fwd_bwd_s': {}, 'peak_gib': {}}
+    for p in patterns + ['dense']:
+      row['fwd_bwd_s'][p] = row['peak_gib'][p] = None
+      need = 3 * b * h * n * n * 4 / 2**30  # dense: scores, probabilities, their gradient
+      chunked = p == 'dense' and need > _ATT_DENSE_GB.value
+      if chunked and not _ATT_DENSE_CHUNK.value:
+        row['dense_skipped'] = (f'its forward + backward needs about {need:.1f} GiB > '
+                                f'--attention_dense_max_gb={_ATT_DENSE_GB.value:g}')
+      else:
+        fn = functools.partial(attention.attend, pattern=p, block=l,
+                               summary=_ATT_SUMMARY.value, impl=_ATT_IMPL.value)
+        if chunked:
+          fn = functools.partial(dense_in_chunks, chunk=_ATT_DENSE_CHUNK.value)
+          row['dense_in_chunks_of'] = _ATT_DENSE_CHUNK.value
+        compiled, row['peak_gib'][p] = compile_attention(fn, (b, n, h, d), dtype)
+        row['fwd_bwd_s'][p] = time_attention(compiled, (b, n, h, d), dtype, repeats)
+        logging.info('attention %s, n=%d, l=%d: %.3f s forward + backward, %.3f GiB', p, n,
+                     l, row['fwd_bwd_s'][p], row['peak_gib'][p] or float('nan'))
+      seconds[p].append(row['fwd_bwd_s'][p])
+    if row['fwd_bwd_s']['dense'] is not None:
+      row['dense_over_sparse_time'] = {p: row['fwd_bwd_s']['dense'] / row['fwd_bwd_s'][p]
+                                       for p in patterns}
+    by_length[str(n)] = row
+  out = {'attention_batch': b, 'attention_heads': h, 'attention_head_dim': d,
+         'attention_summary': _ATT_SUMMARY.value, 'attention_dtype': dtype.name,
+         'attention_impl': _ATT_IMPL.value, 'attention_by_length': by_length,
+         'attention_time_exponent': {p: _time_exponent(lengths, t) for p, t in seconds.items()}}
+  config, source = _sparse_transformer_config()
+  out['sampler_config_source'] = source
+  out['config'] = None if config is None else json.loads(config.to_json_best_effort())
+  if config is None:
+    logging.warning('no Sparse Transformer sampler figures: %s', source)
+  else:
+    out.update(measure_sparse_sampler(config, [int(n) for n in _ATT_SAMPLER_SAMPLES.value],
+                                      _REPEATS.value))
+  return out
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
+  if _WHAT.value == 'memory':
+    _fake_devices()
+  distributed.initialize()
   figures = {'what': _WHAT.value, 'machine': describe_machine()}
   if _WHAT.value != 'input':
     figures['config'] = json.loads(_CONFIG.value.to_json_best_effort())
-  figures.update({'input': bench_input, 'train': bench_train,
-                  'sampler': bench_sampler}[_WHAT.value]())
-  text = json.dumps(figures, indent=1, default=float)
-  print(text)
-  if _JSON.value:
-    with open(_JSON.value, 'w') as f:
-      f.write(text + '\n')
+  try:
+    figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
+                    'memory': bench_memory,
+                    'attention': bench_attention}[_WHAT.value]())
+  except ValueError as e:  # a config that does not fit the mesh, a bad flag value
+    raise SystemExit(f'benchmark: {e}') from None
+  if distributed.is_main():
+    text = json.dumps(figures, indent=1, default=float)
+    print(text)
+    if _JSON.value:
+      with open(_JSON.value, 'w') as f:
+        f.write(text + '\n')
+  distributed.shutdown()
 
 
 if __name__ == '__main__':

@@ -5,7 +5,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from experiments import benchmark
+from models import attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -15,6 +20,17 @@ def test_wavenet_flops_per_sample_by_hand():
   # 64 -> 64 -> 256; stem 2 x 256 -> 64. Training = 3 x forward, 2 FLOPs per MAC.
   macs = 30 * (2 * 64 * 128 + 64 * 64 + 64 * 64) + 64 * 64 + 64 * 256 + 2 * 256 * 64
   assert benchmark.wavenet_train_flops_per_sample() == 6 * macs
+
+
+def test_dense_in_chunks_is_dense_attention():
+  q, k, v = (jax.random.normal(r, (1, 256, 2, 16)) for r in jax.random.split(jax.random.key(0), 3))
+  np.testing.assert_allclose(benchmark.dense_in_chunks(q, k, v, 64), attention.dense(q, k, v),
+                             atol=1e-5)
+  loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)))
+  grads = [jax.grad(loss(f), argnums=(0, 1, 2))(q, k, v)
+           for f in (lambda *a: benchmark.dense_in_chunks(*a, 64), attention.dense)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_input_benchmark_writes_json(tmp_path):
