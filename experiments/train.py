@@ -53,10 +53,14 @@ def model_module(config: ml_collections.ConfigDict):
   """models/<config.model_name>.py; raises ValueError naming the valid choices."""
   import models  # pylint: disable=g-import-not-at-top
   names = sorted(m.name for m in pkgutil.iter_modules(models.__path__))
-  if config.model_name not in names:
-    raise ValueError(f'config.model_name={config.model_name!r}: expected one of '
-                     f'{", ".join(names)}')
-  return importlib.import_module(f'models.{config.model_name}')
+  if config.model_name in names:
+    module = importlib.import_module(f'models.{config.model_name}')
+    if hasattr(module, 'Model'):
+      return module
+  # Shared building blocks (models/attention.py) are modules without a Model.
+  families = [n for n in names if hasattr(importlib.import_module(f'models.{n}'), 'Model')]
+  raise ValueError(f'config.model_name={config.model_name!r}: expected one of '
+                   f'{", ".join(families)}')
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:

@@ -15,15 +15,14 @@ import numpy as np
 from tensorboardX.proto import event_pb2
 
 from experiments import checkpoint
-from experiments import sample as sample_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOCAL = os.path.join(ROOT, 'launch', 'local.sh')
 CONFIG = 'experiments/configs/wavenet.py:runlocal'
 # runlocal's model and batch (8 x 2,048 samples), a few steps, every step logged.
-FLAGS = ['--config.microbatches=1', '--config.log_every_steps=1', '--config.evals.every_steps=6',
+FLAGS = ['--config.microbatches=1', '--config.log_every_steps=1', '--config.evals.every_steps=4',
          '--config.evals.batches=1', '--config.evals.sample_every_steps=0',
-         '--config.checkpoint.every_steps=3', '--config.optim.warmup_steps=2']
+         '--config.checkpoint.every_steps=2', '--config.optim.warmup_steps=2']
 
 
 def _env():
@@ -62,7 +61,7 @@ def _scalars(logdir: str, tag: str) -> dict:
 
 
 def test_two_processes_train_as_one_and_share_checkpoints(tmp_path):
-  steps = ['--config.total_steps=6']
+  steps = ['--config.total_steps=4']
   two, one = tmp_path / 'two', tmp_path / 'one'
   out = _run(['PROCESSES=2', 'DEVICES=2'], 'train', f'--config={CONFIG}', f'--workdir={two}',
              *FLAGS, *steps)
@@ -71,28 +70,19 @@ def test_two_processes_train_as_one_and_share_checkpoints(tmp_path):
        *steps)
 
   loss2, loss1 = (_scalars(str(w / 'tb'), 'train/loss') for w in (two, one))
-  assert sorted(loss2) == sorted(loss1) == list(range(1, 7))
-  np.testing.assert_allclose([loss2[s] for s in range(1, 7)], [loss1[s] for s in range(1, 7)],
+  assert sorted(loss2) == sorted(loss1) == list(range(1, 5))
+  np.testing.assert_allclose([loss2[s] for s in range(1, 5)], [loss1[s] for s in range(1, 5)],
                              rtol=1e-5)
-  assert loss2[6] < loss2[1]
+  assert loss2[4] < loss2[1]
   val2, val1 = (_scalars(str(w / 'tb'), 'validation/bits_per_sample') for w in (two, one))
-  np.testing.assert_allclose(val2[6], val1[6], rtol=1e-5)
+  np.testing.assert_allclose(val2[4], val1[4], rtol=1e-5)
 
   # The 2-process checkpoint restores in this single process and matches the 1-process run.
   state2, config = checkpoint.load(str(two))
   state1, _ = checkpoint.load(str(one))
-  assert int(state2['step']) == 6 and config.model_name == 'wavenet'
+  assert int(state2['step']) == 4 and config.model_name == 'wavenet'
   for a, b in zip(jax.tree.leaves(state2['params']), jax.tree.leaves(state1['params'])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-  # Sampling over 2 processes writes the files one process writes.
-  out = _run(['PROCESSES=2'], 'sample', f'--workdir={two}', '--num_samples=3',
-             '--seconds=0.02', f'--out={tmp_path / "wav2"}', '--chunk_seconds=0.01')
-  paths = sample_lib.sample(str(two), 3, 0.02, str(tmp_path / 'wav1'), chunk_seconds=0.01)
-  assert sorted(os.listdir(tmp_path / 'wav2')) == [os.path.basename(p) for p in paths]
-  for p in paths:
-    with open(p, 'rb') as f1, open(tmp_path / 'wav2' / os.path.basename(p), 'rb') as f2:
-      assert f1.read() == f2.read()
 
 
 def _children(pid: int) -> list[int]:

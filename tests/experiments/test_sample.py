@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -66,6 +67,21 @@ def test_chunking_does_not_change_the_audio(workdir, tmp_path):
   a = sample.sample(workdir, 1, 0.2, str(tmp_path / 'a'), chunk_seconds=0.2, seed=3)[0]
   b = sample.sample(workdir, 1, 0.2, str(tmp_path / 'b'), chunk_seconds=0.05, seed=3)[0]
   np.testing.assert_array_equal(sf.read(a, dtype='int16')[0], sf.read(b, dtype='int16')[0])
+
+
+def test_a_slice_of_the_streams_draws_what_the_whole_set_draws(workdir):
+  """What a process sampling streams [1, 3) of 3 (first_stream=1) writes, as in a 2-process
+  `sample` run."""
+  from experiments import checkpoint  # pylint: disable=g-import-not-at-top
+  state, config = checkpoint.load(workdir)
+  model, rng = train.create_model(config), jax.random.key(5)
+  whole = np.concatenate(list(sample.generate_audio(config, model, state['params'], rng, 3,
+                                                    300, chunk_samples=100)), axis=1)
+  part = np.concatenate(list(sample.generate_audio(config, model, state['params'], rng, 2,
+                                                   300, chunk_samples=100, first_stream=1)),
+                        axis=1)
+  np.testing.assert_array_equal(part, whole[1:])
+  assert not np.array_equal(whole[0], whole[1])
 
 
 def test_prompt_is_resampled_kept_at_the_start_and_continued(workdir, tmp_path):

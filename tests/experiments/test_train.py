@@ -240,7 +240,7 @@ def test_bad_override_key_is_one_line_error(tmp_path):
   assert out.strip().splitlines()[-1].startswith("train: 'total_stepz' Did you mean")
   code, out = run_cli(tmp_path, '--config.model_name=nope')
   assert code != 0 and out.strip().splitlines()[-1] == (
-      "train: config.model_name='nope': expected one of wavenet")
+      "train: config.model_name='nope': expected one of sparse_transformer, wavenet")
 
 
 def test_bad_config_argument():
