@@ -17,9 +17,10 @@ A batch is a dict of arrays with a leading batch axis:
 Crops of T = `crop_samples` start anywhere in a segment, or on frame boundaries (multiples of the
 hop) when frame features are asked for, so that frame f of the crop covers audio samples
 [f hop, (f + 1) hop). grain seeds the crop of each record from the sampler's seed and the
-record's position, so the batches depend only on (seed, worker_count, step), and not on the
-number of processes that read them: the same seed gives the same batches, and a restored iterator continues with exactly the batches the
-uninterrupted one would have produced. (grain's workers interleave their records, so changing
+record's position in the global order, so the batches depend only on (seed, worker_count,
+step), and not on the number of processes that read them: the same seed gives the same
+batches, and a restored iterator continues with exactly the batches the uninterrupted one would
+have produced. (grain's workers interleave their records, so changing
 `worker_count` changes the order; keep it fixed across a resume.) Its state goes into an Orbax
 checkpoint as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
 """
