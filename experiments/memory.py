@@ -6,7 +6,9 @@ device: arguments (state + batch shard), outputs (the new state, which the donat
 aliases), and temporaries (activations kept for the backward pass, gradients, workspace). The
 argument and output sizes follow from the shardings and hold on any backend; the temporaries
 are those of the backend that compiled the step, so a plan compiled on CPU estimates an
-accelerator's (XLA's accelerator backends fuse and rematerialise differently).
+accelerator's (XLA's accelerator backends fuse and rematerialise differently). In particular
+XLA:CPU keeps what `jax.checkpoint` (a model's `remat`) would recompute, so for rematerialised
+models a CPU plan overstates the temporaries; plan those on the accelerator itself.
 """
 
 import math
