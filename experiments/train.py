@@ -241,7 +241,10 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
   template = None
   for _ in range(n):
     batch = next(host, None)
-    if batch is None:  # this process's shard is done: an all-padding batch
+    if batch is None:  # this process's rows are done: an all-padding batch
+      if template is None:  # it had none at all (a split smaller than one global batch)
+        template = next(pipeline.Batches(pipeline.make_loader(
+            c, source, builder, per_process, 0, jax.process_count()), None, per_process, True))
       batch = {k: np.zeros_like(v) for k, v in template.items()}
     template = template or batch
     yield {k: jax.make_array_from_process_local_data(
