@@ -30,7 +30,7 @@ def _config(variant, **overrides):
     c.evals.batches = 2
     c.evals.sample_every_steps = 0
     c.checkpoint.every_steps = 40
-    c.update(overrides)
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -36,12 +36,7 @@ def tiny(**overrides):
     c.evals.sample_every_steps = 0
     c.checkpoint.every_steps = 2
     c.optim.warmup_steps = 2
-    for key, value in overrides.items():
-      target = c
-      *path, leaf = key.split('.')
-      for p in path:
-        target = target[p]
-      target[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys; the locked config rejects typos
   return c
 
 

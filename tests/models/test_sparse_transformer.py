@@ -200,12 +200,7 @@ def tiny(**overrides):
     c.evals.sample_every_steps = 0
     c.checkpoint.every_steps = 2
     c.optim.warmup_steps = 2
-    for key, value in overrides.items():
-      *path, leaf = key.split('.')
-      target = c
-      for name in path:
-        target = target[name]
-      target[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys; the locked config rejects typos
   return c
 
 
