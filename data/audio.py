@@ -157,3 +157,26 @@ def linear_encode(x: np.ndarray, bits: int = 8) -> np.ndarray:
 def linear_decode(codes: np.ndarray, bits: int = 8) -> np.ndarray:
   """Inverse of `linear_encode` up to its quantisation step 2 / (2**bits - 1)."""
   return (2.0 * np.asarray(codes, np.float64) / _mu(bits) - 1.0).astype(np.float32)
+
+
+def encode(wave: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+  """Float audio in [-1, 1] -> what batches carry: int32 codes ('mu_law', 'linear'), or the
+  floats ('float')."""
+  if encoding == 'mu_law':
+    return mu_law_encode(wave, bits)
+  if encoding == 'linear':
+    return linear_encode(wave, bits)
+  if encoding == 'float':
+    return np.asarray(wave, np.float32)
+  raise ValueError(f"encoding {encoding!r}: expected 'mu_law', 'linear' or 'float'")
+
+
+def decode(audio: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+  """The inverse of `encode`: batch audio -> float audio in [-1, 1]."""
+  if encoding == 'mu_law':
+    return mu_law_decode(np.asarray(audio), bits)
+  if encoding == 'linear':
+    return linear_decode(np.asarray(audio), bits)
+  if encoding == 'float':
+    return np.asarray(audio, np.float32)
+  raise ValueError(f"encoding {encoding!r}: expected 'mu_law', 'linear' or 'float'")

@@ -35,8 +35,8 @@ import numpy as np
 import soundfile as sf
 
 from data import audio
-from data import maestro
 from data import midi
+from data import specs
 from data import synth
 
 CSV_NAME = 'maestro-v3.0.0.csv'
@@ -320,7 +320,7 @@ def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_second
         logging.info('%d/%d %s: %.1f s', i + 1, len(jobs), rows[i]['audio_filename'], duration)
     csv_path = os.path.join(tmp, CSV_NAME)
     with open(csv_path, 'w', newline='', encoding='utf-8') as f:
-      writer = csv.DictWriter(f, maestro.CSV_COLUMNS)
+      writer = csv.DictWriter(f, specs.CSV_COLUMNS)
       writer.writeheader()
       writer.writerows(rows)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private

@@ -38,7 +38,6 @@ import glob
 import json
 import multiprocessing
 import os
-import re
 import time
 
 from absl import logging
@@ -47,9 +46,9 @@ import tensorflow_datasets as tfds
 
 from data import audio as audio_lib
 from data import midi as midi_lib
+from data import specs
 
-CSV_COLUMNS = ('canonical_composer', 'canonical_title', 'split', 'year', 'midi_filename',
-               'audio_filename', 'duration')
+CSV_COLUMNS = specs.CSV_COLUMNS
 SPLITS = ('train', 'validation', 'test')
 REPORT_NAME = 'bad_files.json'
 EMBEDDED_CORPUS_VERSION = 1  # bump when data/corpus.py changes what it writes
@@ -66,10 +65,8 @@ class MaestroConfig(tfds.core.BuilderConfig):
   segment_samples: int = 65536
   hop_length: int = 512
 
-  def __post_init__(self):
-    if self.segment_samples % self.hop_length:
-      raise ValueError(f'Maestro config {self.name}: segment_samples={self.segment_samples} is '
-                       f'not a multiple of hop_length={self.hop_length}')
+  def __post_init__(self):  # the checks of data/specs.py
+    specs.Dataset(self.name, self.sample_rate, self.segment_samples, self.hop_length)
 
   @property
   def num_frames(self) -> int:
@@ -78,9 +75,9 @@ class MaestroConfig(tfds.core.BuilderConfig):
   @classmethod
   def make(cls, sample_rate: int, segment_samples: int, hop_length: int) -> 'MaestroConfig':
     """A config for any settings, named after them (its own directory under data_dir/maestro)."""
-    return cls(name=f'sr{sample_rate}_seg{segment_samples}_hop{hop_length}',
-               description='custom', sample_rate=sample_rate,
-               segment_samples=segment_samples, hop_length=hop_length)
+    d = specs.Dataset.make(sample_rate, segment_samples, hop_length)
+    return cls(name=d.name, description=d.description, sample_rate=d.sample_rate,
+               segment_samples=d.segment_samples, hop_length=d.hop_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,11 +218,9 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Segments with frame-level MIDI features; array_record.'}
   BUILDER_CONFIGS = [
-      MaestroConfig(name='16k', description='16 kHz, 65,536-sample segments, 31.25 frames/s',
-                    sample_rate=16000, segment_samples=65536, hop_length=512),
-      MaestroConfig(name='24k', description='24 kHz, 98,304-sample segments, 31.25 frames/s',
-                    sample_rate=24000, segment_samples=98304, hop_length=768),
-  ]
+      MaestroConfig(name=d.name, description=d.description, sample_rate=d.sample_rate,
+                    segment_samples=d.segment_samples, hop_length=d.hop_length)
+      for d in specs.NAMED]
   DEFAULT_CONFIG_NAME = '16k'
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download MAESTRO (v1.0.0, v2.0.0 or v3.0.0, the "wav" zip) from
@@ -349,18 +344,14 @@ def embedded_dirs(root: str | None = None) -> tuple[str, str]:
 
 
 def get_config(name: str | MaestroConfig) -> MaestroConfig:
-  """A builder config by name ('16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}')."""
+  """A builder config by name ('16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'; data/specs.py)."""
   if isinstance(name, MaestroConfig):
     return name
   for c in Maestro.BUILDER_CONFIGS:
     if c.name == name:
       return c
-  m = re.fullmatch(r'sr(\d+)_seg(\d+)_hop(\d+)', name)
-  if not m:
-    raise ValueError(f"Maestro config {name!r}: expected one of "
-                     f"{', '.join(c.name for c in Maestro.BUILDER_CONFIGS)} or "
-                     "'sr{rate}_seg{samples}_hop{hop}'")
-  return MaestroConfig.make(*map(int, m.groups()))
+  d = specs.dataset(name)
+  return MaestroConfig.make(d.sample_rate, d.segment_samples, d.hop_length)
 
 
 @contextlib.contextmanager

@@ -23,8 +23,9 @@ from absl import logging
 import numpy as np
 import pretty_midi
 
+from data.specs import NUM_KEYS
+
 MIN_PITCH = 21  # A0
-NUM_KEYS = 88  # A0..C8
 SUSTAIN_CC = 64
 
 

@@ -6,13 +6,8 @@
                       -> random crop (seeded per record by grain) -> encode -> batch
     Batches: each host batch -> jax.make_array_from_process_local_data(batch sharding)
 
-A batch is a dict of arrays with a leading batch axis:
-
-    audio        [B, T] int32 codes ('mu_law', 'linear') or float32 in [-1, 1] ('float')
-    pianoroll, onsets [B, F, 88] bool, velocities [B, F, 88] uint8   (when asked for)
-    index        [B] int32   the record's position in the split (for bookkeeping)
-    start_sample [B] int32   the crop's offset in the resampled piece
-    mask         [B] bool    only with drop_remainder=False: False on padding rows
+A batch is a dict of arrays with a leading batch axis, its keys and shapes as data/specs.py
+lists them.
 
 Crops of T = `crop_samples` start anywhere in a segment, or on frame boundaries (multiples of the
 hop) when frame features are asked for, so that frame f of the crop covers audio samples
@@ -37,31 +32,10 @@ import numpy as np
 
 from data import audio as audio_lib
 from data import maestro
+from data import specs
 
-FRAME_FEATURES = ('pianoroll', 'onsets', 'velocities')
-ENCODINGS = ('mu_law', 'linear', 'float')
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """`config.input` of an experiment, with every key documented."""
-  c = ml_collections.ConfigDict()
-  c.dataset = '16k'  # Maestro builder config: '16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'
-  c.manual_dir = ml_collections.config_dict.placeholder(str)  # MAESTRO dir; None: embedded corpus
-  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
-  c.split = 'train'
-  c.batch_size = 16  # global: summed over all processes
-  c.crop_samples = ml_collections.config_dict.placeholder(int)  # None: whole segments
-  c.encoding = 'mu_law'  # one of ENCODINGS
-  c.bits = 8  # bits of the 'mu_law' / 'linear' codes
-  c.frame_features = ()  # a subset of FRAME_FEATURES
-  c.shuffle = True
-  c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
-  c.drop_remainder = True  # False: pad the last batch and add `mask`
-  c.seed = 0
-  c.worker_count = 0  # grain worker processes; 0 reads and transforms in this process
-  c.worker_buffer_size = 2  # batches each worker prepares ahead
-  c.prepare_workers = 2  # processes for building the dataset if it is not there yet
-  return c
+FRAME_FEATURES = tuple(specs.FRAME_FEATURES)
+ENCODINGS = specs.ENCODINGS
 
 
 def load_source(config: ml_collections.ConfigDict):
@@ -111,24 +85,6 @@ class _Crop(grain.transforms.RandomMap):
     return out
 
 
-def encode(wave: np.ndarray, encoding: str, bits: int) -> np.ndarray:
-  """Float audio in [-1, 1] -> what batches carry: int32 codes, or the floats ('float')."""
-  if encoding == 'mu_law':
-    return audio_lib.mu_law_encode(wave, bits)
-  if encoding == 'linear':
-    return audio_lib.linear_encode(wave, bits)
-  return np.asarray(wave, np.float32)
-
-
-def decode(audio: np.ndarray, encoding: str, bits: int) -> np.ndarray:
-  """The inverse of `encode`: batch audio -> float audio in [-1, 1]."""
-  if encoding == 'mu_law':
-    return audio_lib.mu_law_decode(np.asarray(audio), bits)
-  if encoding == 'linear':
-    return audio_lib.linear_decode(np.asarray(audio), bits)
-  return np.asarray(audio, np.float32)
-
-
 class _Encode(grain.transforms.Map):
   """int16 samples -> codes or floats (data/audio.py conventions)."""
 
@@ -136,7 +92,8 @@ class _Encode(grain.transforms.Map):
     self._encoding, self._bits = encoding, bits
 
   def map(self, ex):
-    ex['audio'] = encode(audio_lib.from_int16(ex['audio']), self._encoding, self._bits)
+    ex['audio'] = audio_lib.encode(audio_lib.from_int16(ex['audio']), self._encoding,
+                                   self._bits)
     return ex
 
 
@@ -273,10 +230,10 @@ class Batches:
 def make_batches(config: ml_collections.ConfigDict,
                  sharding: jax.sharding.NamedSharding | None = None,
                  shard_index: int | None = None, shard_count: int | None = None) -> Batches:
-  """Global batches of `config` (see default_config) laid out with `sharding`.
+  """Global batches of `config` (see data/specs.py, `input_config`) laid out with `sharding`.
 
   Args:
-    config: the input config.
+    config: the input config (data/specs.py, `input_config`).
     sharding: the batch sharding (leading axis over the data mesh axes); None yields host
       numpy batches of this process.
     shard_index, shard_count: this process's data shard; default jax.process_index() and
@@ -295,3 +252,37 @@ def make_batches(config: ml_collections.ConfigDict,
                shard_index, shard_count)
   return Batches(loader, sharding, per_process, pad=not config.drop_remainder)
 
+
+
+def eval_batches(input_config: ml_collections.ConfigDict, split: str, batch_size: int,
+                 crop_samples: int | None, sharding: jax.sharding.NamedSharding,
+                 max_batches: int | None = None):
+  """Every segment of `split` once, in order (or its first `max_batches` global batches), as
+  global batches with `mask` (False on padding rows).
+
+  A process can have fewer rows of the last global batch than others, or none; the short ones
+  pad with empty batches so that every process runs the same number of steps (a collective
+  would otherwise hang).
+  """
+  c = ml_collections.ConfigDict(input_config.to_dict())
+  c.update(split=split, batch_size=batch_size, crop_samples=crop_samples, shuffle=False,
+           num_epochs=1, drop_remainder=False, worker_count=0)
+  source, builder = load_source(c)
+  per_process = batch_shards(batch_size, sharding)
+  host = Batches(make_loader(c, source, builder, per_process, jax.process_index(),
+                             jax.process_count()), None, per_process, pad=True)
+  n = -(-len(source) // batch_size)  # global batches; a process's last ones may be empty
+  if max_batches is not None:
+    n = min(n, max_batches)
+  template = None
+  for _ in range(n):
+    batch = next(host, None)
+    if batch is None:  # this process's rows are done: an all-padding batch
+      if template is None:  # it had none at all (a split smaller than one global batch)
+        template = next(Batches(make_loader(c, source, builder, per_process, 0,
+                                            jax.process_count()), None, per_process, True))
+      batch = {k: np.zeros_like(v) for k, v in template.items()}
+    template = template or batch
+    yield {k: jax.make_array_from_process_local_data(
+        sharding, v, (per_process * jax.process_count(),) + v.shape[1:])
+           for k, v in batch.items()}

@@ -16,27 +16,31 @@ from absl import logging
 
 from data import maestro
 
-_MANUAL_DIR = flags.DEFINE_string(
-    'manual_dir', None, 'MAESTRO directory (holding maestro-vX.Y.Z.csv); default: the embedded '
-    'corpus, generated under $WAVEGEN_CACHE (~/.cache/wavegen).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir to build into; default: '
-                                'TFDS\'s for MAESTRO, the cache for the embedded corpus.')
-_CONFIG = flags.DEFINE_string('config', '16k', "'16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'.")
-_ON_BAD_FILE = flags.DEFINE_enum('on_bad_file', 'fail', ['fail', 'skip'],
-                                 "'fail': stop at the first bad file; 'skip': leave it out and "
-                                 'list it in bad_files.json.')
-_NUM_WORKERS = flags.DEFINE_integer('num_workers', os.cpu_count(), 'Preparation processes.')
+def define_flags() -> None:
+  """The job's flags, defined only when it runs as a program."""
+  flags.DEFINE_string('manual_dir', None, 'MAESTRO directory (holding maestro-vX.Y.Z.csv); '
+                      'default: the embedded corpus, generated under $WAVEGEN_CACHE '
+                      '(~/.cache/wavegen).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir to build into; default: TFDS\'s for '
+                      'MAESTRO, the cache for the embedded corpus.')
+  flags.DEFINE_string('config', '16k', "'16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'.")
+  flags.DEFINE_enum('on_bad_file', 'fail', ['fail', 'skip'],
+                    "'fail': stop at the first bad file; 'skip': leave it out and list it in "
+                    'bad_files.json.')
+  flags.DEFINE_integer('num_workers', os.cpu_count(), 'Preparation processes.')
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   t = time.time()
-  builder = maestro.prepare(_CONFIG.value, _MANUAL_DIR.value, _DATA_DIR.value,
-                            on_bad_file=_ON_BAD_FILE.value, num_workers=_NUM_WORKERS.value)
+  f = flags.FLAGS
+  builder = maestro.prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
+                            num_workers=f.num_workers)
   print(maestro.describe(builder))
   print(f'ready in {time.time() - t:.1f} s')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from data import pipeline  # pylint: disable=g-import-not-at-top
+from data import specs  # pylint: disable=g-import-not-at-top
 
 
 def main(port, process_id, dataset, manual_dir, data_dir, out):
@@ -25,7 +26,7 @@ def main(port, process_id, dataset, manual_dir, data_dir, out):
                              initialization_timeout=60)
   mesh = jax.make_mesh((4,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  c = pipeline.default_config()
+  c = specs.input_config()
   c.update(dataset=dataset, manual_dir=manual_dir, data_dir=data_dir, batch_size=4,
            crop_samples=2000)
   result = {'local': [], 'global': [], 'shape': None, 'one_process': []}

@@ -5,6 +5,8 @@ import pickle
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import soundfile as sf
 from data import audio
 from data import maestro
 from data import midi
+from tests.conftest import ROOT
 from tests.conftest import TEST_CONFIG
 
 
@@ -315,3 +318,12 @@ def test_older_maestro_csv_names(version, maestro_dir, built, tmp_path):
   shutil.copy(os.path.join(d, f'maestro-v{version}.csv'), os.path.join(d, 'maestro-v3.0.0.csv'))
   with pytest.raises(maestro.BadFileError, match='several MAESTRO CSVs'):
     maestro.find_csv(d)
+
+
+def test_prepare_cli_builds_and_describes(maestro_dir, tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'data.prepare', f'--manual_dir={maestro_dir}',
+                        f'--data_dir={tmp_path}', '--config=sr16000_seg16000_hop500',
+                        '--num_workers=1'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'maestro/sr16000_seg16000_hop500, 16000 Hz' in out.stdout and 'ready in' in out.stdout

@@ -8,12 +8,13 @@ import pytest
 
 from data import audio
 from data import pipeline
+from data import specs
 from tests.conftest import TEST_CONFIG
 
 
 @pytest.fixture
 def config(built, maestro_dir):
-  c = pipeline.default_config()
+  c = specs.input_config()
   c.dataset = TEST_CONFIG.name
   c.manual_dir = maestro_dir
   c.data_dir = str(built.data_dir_root)
@@ -148,7 +149,7 @@ def test_crop_must_be_frame_aligned_with_frame_features(config):
 
 
 def test_locked_config_rejects_unknown_keys():
-  c = pipeline.default_config()
+  c = specs.input_config()
   c.lock()
   with pytest.raises(AttributeError, match='batchsize'):
     c.batchsize = 3

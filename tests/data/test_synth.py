@@ -120,4 +120,6 @@ def test_notes_add_up_and_cut_at_num_samples():
   other = synth.render(midi.make_notes([0.3], [1.0], [67], [80]), SR, SR)
   np.testing.assert_allclose(both, one + other, atol=1e-6)
   short = synth.render(notes, SR, SR // 2)
-  np.testing.assert_array_equal(short, both[:SR // 2])
+  # Equal up to float32 rounding: numpy's vectorised sin rounds the last bit differently with
+  # the array's length (measured: 1.1e-8 at most, against 3.1e-5 for one 16-bit step).
+  np.testing.assert_allclose(short, both[:SR // 2], rtol=0, atol=1e-7)

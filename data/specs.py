@@ -1,0 +1,140 @@
+"""The data facts every other part reads: dataset settings, the input config, batch shapes.
+
+This module is plain Python and numpy (no JAX, grain or TFDS), so that experiment configs,
+`launch/sweep.py` and model factories can read it anywhere, a login node included. It is the
+one source of:
+
+  * a dataset's sample rate, segment length and frame hop, parsed from its name ('16k', '24k',
+    'sr{rate}_seg{samples}_hop{hop}'); data/maestro.py builds exactly these configs;
+  * the frame features a batch can carry and their widths;
+  * `input_config()`, the documented `config.input` section of every experiment;
+  * `batch_spec(...)`, the shapes and dtypes of a batch of an input config (what init, memory
+    plans and benchmarks build dummy batches from).
+
+A batch is a dict of arrays with a leading batch axis:
+
+    audio        [B, T] int32 codes ('mu_law', 'linear') or float32 in [-1, 1] ('float')
+    pianoroll, onsets [B, F, 88] bool, velocities [B, F, 88] uint8   (when asked for)
+    index        [B] int32   the record's position in the split (for bookkeeping)
+    start_sample [B] int32   the crop's offset in the resampled piece
+    mask         [B] bool    only with drop_remainder=False: False on padding rows
+
+Frame f of a crop covers audio samples [f hop, (f + 1) hop): F = ceil(T / hop).
+"""
+
+import dataclasses
+import re
+
+import ml_collections
+import numpy as np
+
+NUM_KEYS = 88  # piano keys, MIDI notes 21..108 (A0..C8)
+CSV_COLUMNS = ('canonical_composer', 'canonical_title', 'split', 'year', 'midi_filename',
+               'audio_filename', 'duration')  # the MAESTRO CSV (v1-v3)
+FRAME_FEATURES = {'pianoroll': (NUM_KEYS, np.bool_), 'onsets': (NUM_KEYS, np.bool_),
+                  'velocities': (NUM_KEYS, np.uint8)}  # name: (width, dtype)
+ENCODINGS = ('mu_law', 'linear', 'float')
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Sample rate, segment length and frame hop of a Maestro dataset, named after them."""
+  name: str
+  sample_rate: int
+  segment_samples: int
+  hop_length: int
+  description: str = 'custom'
+
+  def __post_init__(self):
+    if min(self.sample_rate, self.segment_samples, self.hop_length) <= 0:
+      raise ValueError(f'dataset {self.name}: sample rate, segment and hop must be positive')
+    if self.segment_samples % self.hop_length:
+      raise ValueError(f'Maestro config {self.name}: segment_samples={self.segment_samples} is '
+                       f'not a multiple of hop_length={self.hop_length}')
+
+  @property
+  def num_frames(self) -> int:
+    return self.segment_samples // self.hop_length
+
+  @classmethod
+  def make(cls, sample_rate: int, segment_samples: int, hop_length: int) -> 'Dataset':
+    return cls(f'sr{sample_rate}_seg{segment_samples}_hop{hop_length}', sample_rate,
+               segment_samples, hop_length)
+
+
+NAMED = (
+    Dataset('16k', 16000, 65536, 512, '16 kHz, 65,536-sample segments, 31.25 frames/s'),
+    Dataset('24k', 24000, 98304, 768, '24 kHz, 98,304-sample segments, 31.25 frames/s'),
+)
+
+
+def dataset(name: str) -> Dataset:
+  """The dataset of `config.input.dataset`; ValueError naming the valid forms."""
+  for d in NAMED:
+    if d.name == name:
+      return d
+  m = re.fullmatch(r'sr(\d+)_seg(\d+)_hop(\d+)', str(name))
+  if not m:
+    raise ValueError(f"Maestro config {name!r}: expected one of "
+                     f"{', '.join(d.name for d in NAMED)} or 'sr{{rate}}_seg{{samples}}_hop{{hop}}'")
+  return Dataset.make(*map(int, m.groups()))
+
+
+def input_config() -> ml_collections.ConfigDict:
+  """`config.input` of an experiment, with every key documented."""
+  c = ml_collections.ConfigDict()
+  c.dataset = '16k'  # Maestro builder config: '16k', '24k' or 'sr{rate}_seg{samples}_hop{hop}'
+  c.manual_dir = ml_collections.config_dict.placeholder(str)  # MAESTRO dir; None: embedded corpus
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
+  c.split = 'train'
+  c.batch_size = 16  # global: summed over all processes
+  c.crop_samples = ml_collections.config_dict.placeholder(int)  # None: whole segments
+  c.encoding = 'mu_law'  # one of ENCODINGS
+  c.bits = 8  # bits of the 'mu_law' / 'linear' codes
+  c.frame_features = ()  # a subset of FRAME_FEATURES
+  c.shuffle = True
+  c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
+  c.drop_remainder = True  # False: pad the last batch and add `mask`
+  c.seed = 0
+  c.worker_count = 0  # grain worker processes; 0 reads and transforms in this process
+  c.worker_buffer_size = 2  # batches each worker prepares ahead
+  c.prepare_workers = 2  # processes for building the dataset if it is not there yet
+  return c
+
+
+def sample_rate(input_config: ml_collections.ConfigDict) -> int:
+  """The audio rate of an input config: that of its dataset."""
+  return dataset(input_config.dataset).sample_rate
+
+
+def crop_samples(input_config: ml_collections.ConfigDict) -> int:
+  """T of the config's batches: the crop, or the dataset's whole segment."""
+  return input_config.crop_samples or dataset(input_config.dataset).segment_samples
+
+
+def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None = None,
+               samples: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{key: (shape, dtype)} of a training batch of `input_config` (its global batch and crop,
+  unless given): 'audio' and each of its frame features."""
+  b = input_config.batch_size if batch_size is None else batch_size
+  t = crop_samples(input_config) if samples is None else samples
+  if input_config.encoding not in ENCODINGS:
+    raise ValueError(f'input.encoding={input_config.encoding!r}: expected one of '
+                     f'{", ".join(ENCODINGS)}')
+  audio = np.float32 if input_config.encoding == 'float' else np.int32
+  out = {'audio': ((b, t), np.dtype(audio))}
+  frames = -(-t // dataset(input_config.dataset).hop_length)
+  for k in input_config.frame_features:
+    if k not in FRAME_FEATURES:
+      raise ValueError(f'input.frame_features={tuple(input_config.frame_features)}: {k!r} not in '
+                       f'{tuple(FRAME_FEATURES)}')
+    width, dtype = FRAME_FEATURES[k]
+    out[k] = ((b, frames, width), np.dtype(dtype))
+  return out
+
+
+def zeros_batch(input_config: ml_collections.ConfigDict, batch_size: int | None = None,
+                samples: int | None = None) -> dict[str, np.ndarray]:
+  """A batch of zeros shaped as `batch_spec` (for init and shape inference)."""
+  return {k: np.zeros(shape, dtype) for k, (shape, dtype) in
+          batch_spec(input_config, batch_size, samples).items()}
