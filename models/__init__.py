@@ -1,1 +1,152 @@
-"""Flax linen models: one file per model family, each exporting `Model` (see DESIGN.md)."""
+"""Model families and the contract every one of them keeps.
+
+This docstring is the authority on the contract; README.md ("Adding a model family") says which
+files a new family writes.
+
+A family is the package (or module) `models/<name>`, picked by `config.model_name` and found by
+`family(name)` through importlib: nothing registers itself on import. It exports:
+
+  Model        a Flax linen Module, built by `create(config)` as Model(**config.model) plus
+               the data facts below. It names its parameters' axes logically
+               (`nn.with_logical_partitioning`), so that `config.sharding_rules` shard them.
+               `Model.conditions` lists the batch keys it reads besides 'audio' (frame
+               features such as 'pianoroll' or 'mel', or an id key such as 'instrument').
+
+  init(model, rng, batch) -> variables
+               {'params': ..., <other collections>...}. `batch` is a batch of zeros shaped as
+               training batches (data.specs.zeros_batch), so a family sees the shapes it will
+               train on. Collections other than 'params' (running codebooks, ActNorm's
+               data-dependent init, batch statistics) are the model state: the trainer keeps
+               them in the train state as state['model_state'] and checkpoints them.
+
+  loss(model, variables, batch, rng) -> (loss, metrics, model_state)
+               The family owns everything between a batch and its loss: teacher forcing,
+               masks, conditioning transforms, dequantisation noise, the noise a flow draws.
+               `loss` is the scalar the gradients follow, in nats per audio sample for
+               likelihood families. `metrics` is a flat dict of scalar means over
+               `metrics['weight']` audio samples (the trainer and the evaluators average them
+               with that weight; a batch's 'mask' [B] marks the rows that count); likelihood
+               families report 'nll' (nats) and 'bits_per_sample', under the quantisation
+               convention they state (code models: bits per 8-bit mu-law code; continuous
+               densities: bits per 16-bit sample with uniform dequantisation). `model_state`
+               is the updated model state ({} if none). `rng` is fold_in(key, step), so a
+               resumed run draws what an uninterrupted one would; deterministic families
+               ignore it.
+
+  generate(model, variables, rng, num_samples, *, batch=1, prompt=None, cond=None,
+           temperature=1.0, chunk_samples=16000, first_stream=0) -> Iterator[np.ndarray]
+               Float32 audio chunks [B, <= chunk_samples] in [-1, 1], `num_samples` per
+               stream in all, so that experiments/sample.py and the notebooks need no
+               per-family code. `variables` is the whole variable tree; `prompt` float audio
+               [B, P] to continue (families that cannot continue audio raise ValueError);
+               `cond` a dict of batch keys (`Model.conditions`) with a leading axis of B;
+               sample i of a run draws with keys that depend on (rng, position,
+               first_stream + i) only, so that processes sampling slices of the streams
+               together write what one process would.
+
+Families that hold several parameter trees (a GAN's generator and discriminator, a
+distillation's frozen teacher and its student) keep them as subtrees of 'params' (frozen ones
+in the model state) and train with their own trainer (experiments/train_<game>.py), which gives
+each trainable subtree its own optimiser; `init`, `loss` (the trainer names which loss: e.g.
+`generator_loss` / `discriminator_loss`) and `generate` stay as above.
+
+What a family exports besides, by kind; each capability comes with its contract test in
+tests/models/test_<name>.py:
+
+  autoregressive  init_cache(model, batch) and step(model, params, cache, x, ...) ->
+                  (output, cache), a cached sampler on lax.scan; tests: step-by-step outputs
+                  equal the parallel pass, and output t has zero gradient w.r.t. input > t.
+  flow            forward(model, variables, x, cond) -> (z, log_det) and
+                  inverse(model, variables, z, cond) -> x; tests: inverse(forward(x)) == x,
+                  and log_det equals a brute-force Jacobian's on a tiny input.
+  autoencoder     encode, quantize and decode; tests: shapes, the straight-through gradient,
+                  codebook updates.
+
+The data facts. `create` fills these Model fields (when the Model has them) from
+`config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),
+`encoding` and `num_classes` (2^bits, for coded audio), and `local_features`, the width of the
+frame features named in the Model's `local_keys` (which must be among
+`config.input.frame_features`). A config that sets one of them to another value fails with a
+one-line error naming the key.
+
+Shared model code (parameter helpers, sampling from logits, per-stream keys, conditioning
+transforms, the prompt/chunk loop of code models, streams over host threads) lives in
+models/layers/, and no family keeps a copy.
+"""
+
+import dataclasses
+import importlib
+import pkgutil
+import types
+
+import ml_collections
+
+from data import specs
+
+
+def _is_family(name: str) -> bool:
+  module = importlib.import_module(f'{__name__}.{name}')
+  return all(hasattr(module, a) for a in ('Model', 'init', 'loss', 'generate'))
+
+
+def families() -> list[str]:
+  """The names of the model families (packages/modules under models/ that keep the contract)."""
+  names = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != 'layers')
+  return [n for n in names if _is_family(n)]
+
+
+def family(name: str) -> types.ModuleType:
+  """models/<name>; ValueError naming the valid families."""
+  names = {m.name for m in pkgutil.iter_modules(__path__)}
+  if name in names and name != 'layers' and _is_family(name):
+    return importlib.import_module(f'{__name__}.{name}')
+  raise ValueError(f'config.model_name={name!r}: expected one of {", ".join(families())}')
+
+
+def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
+  """The Model fields that `config.input` determines (see the module docstring)."""
+  data = config.input
+  d = specs.dataset(data.dataset)
+  facts = {'sample_rate': d.sample_rate, 'hop_length': d.hop_length, 'encoding': data.encoding}
+  if data.encoding != 'float':
+    facts['num_classes'] = 2 ** data.bits
+  if local_keys:
+    missing = [k for k in local_keys if k not in data.frame_features]
+    if missing:
+      raise ValueError(f'config.model.local_keys={tuple(local_keys)}: {missing} not in '
+                       f'config.input.frame_features={tuple(data.frame_features)}')
+    facts['local_features'] = sum(specs.FRAME_FEATURES[k][0] for k in local_keys)
+  return facts
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """config.model with the data facts filled in (lists as tuples: modules must hash)."""
+  module = family(config.model_name)
+  fields = {f.name for f in dataclasses.fields(module.Model)}
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items()}
+  facts = data_facts(config, kwargs.get('local_keys', ()))
+  for name, value in facts.items():
+    if name not in fields:
+      continue
+    given = kwargs.get(name)
+    if given is not None and given != value:
+      raise ValueError(f'config.model.{name}={given!r}, but config.input (dataset '
+                       f'{config.input.dataset!r}, encoding {config.input.encoding!r}, bits '
+                       f'{config.input.bits}) gives {value!r}; leave config.model.{name} out '
+                       'to derive it')
+    kwargs[name] = value
+  return kwargs
+
+
+def create(config: ml_collections.ConfigDict):
+  """Model(**config.model) of `config.model_name`, with the data facts of `config.input`.
+
+  Raises:
+    ValueError: an unknown family or model key, or a model key that disagrees with the data.
+  """
+  module = family(config.model_name)
+  kwargs = model_kwargs(config)
+  try:
+    return module.Model(**kwargs)
+  except TypeError as e:  # an unknown keyword
+    raise ValueError(f'config.model for {config.model_name}: {e}') from None

@@ -41,14 +41,19 @@ positions of context. The evaluation of whole 65,536-sample segments by a short-
 therefore costs about twice a single pass, and every output beyond the first L/2 positions
 sees at least L/2 samples. `receptive_field` = L.
 
-The sampler (`init_cache`, `prefill`, `step`, `generate`) keeps each layer's keys and values
+The sampler (`init_cache`, `prefill`, `step`, `sample_codes`) keeps each layer's keys and values
 of the current window, [B, L, H, D], and gathers O(l + L / l) of them per step through
 `attention.attend_step`. A prompt is prefilled in one parallel pass; past L positions the
 window slides by L/2 (its last L/2 codes re-prefilled in one pass), which reproduces the
 parallel forward's windows exactly, so generation has no length limit. `naive_generate`
 recomputes the window's forward pass at every step: the reference for tests.
+
+The family contract (models/__init__.py): `init`, `loss` (teacher-forced NLL in nats per
+sample, with bits per sample) and `generate` (float audio chunks) below, on the shared code
+machinery of models/layers/autoregressive.py. The model is unconditional.
 """
 
+from models.layers import autoregressive
 from models.sparse_transformer.model import ATTENTIONS
 from models.sparse_transformer.model import COMBINES
 from models.sparse_transformer.model import hidden
@@ -59,9 +64,23 @@ from models.sparse_transformer.model import sample_logits
 from models.sparse_transformer.model import unboxed_params
 from models.sparse_transformer.model import window_start
 from models.sparse_transformer.model import windowed
-from models.sparse_transformer.sampler import generate
 from models.sparse_transformer.sampler import init_cache
 from models.sparse_transformer.sampler import naive_generate
 from models.sparse_transformer.sampler import prefill
+from models.sparse_transformer.sampler import sample_codes
 from models.sparse_transformer.sampler import shift
 from models.sparse_transformer.sampler import step
+
+init = autoregressive.init
+
+
+def loss(model: Model, variables: dict, batch: dict, rng=None):
+  """(mean NLL in nats per predicted sample, metrics, {}): see layers/autoregressive.loss."""
+  del rng  # deterministic
+  return autoregressive.loss(model, variables, batch, nll)
+
+
+def generate(model: Model, variables: dict, rng, num_samples: int, **kwargs):
+  """Float audio chunks [B, <= chunk_samples] (the contract's `generate`): `sample_codes`
+  decoded, with a float prompt (layers/autoregressive.generate)."""
+  return autoregressive.generate(sample_codes, model, variables, rng, num_samples, **kwargs)

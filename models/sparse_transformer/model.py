@@ -14,6 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import attention as attention_lib
+from models.layers import autoregressive
+from models.layers import params as params_lib
+from models.layers import sampling
 
 # The two factorised patterns of each attention type (paper section 4.2), and the merged head
 # over their union.
@@ -28,7 +31,8 @@ IMPLS = attention_lib.IMPLEMENTATIONS + ('reference',)  # 'reference': dense und
 class Model(nn.Module):
   """Sparse Transformer; `Model(**config.model)`. Logical axes: batch, time, embed, heads, kv
   (per-head channels), mlp, vocab."""
-  num_classes: int = 256
+  num_classes: int = 256  # 2^bits of config.input (models.create derives it)
+  encoding: str = 'mu_law'  # config.input.encoding (derived)
   max_length: int = 65536  # the context: positions per window
   num_layers: int = 48
   embed_dim: int = 512
@@ -70,7 +74,14 @@ class Model(nn.Module):
                        'between two patterns; expected an even number')
     if not 1 <= self.summary <= self.block:
       raise ValueError(f'model.summary={self.summary}: expected 1..model.block={self.block}')
+    autoregressive.check_encoding(self)
     super().__post_init__()
+
+  conditions = ()  # unconditional: reads no batch key besides 'audio'
+
+  def conditioning(self, batch: dict) -> dict:
+    del batch
+    return {}
 
   @property
   def receptive_field(self) -> int:
@@ -94,19 +105,10 @@ class Model(nn.Module):
     return tuple((pair[i % 2],) for i in range(self.num_layers))
 
   def _p(self, name, shape, axes, init):
-    return self.param(name, nn.with_logical_partitioning(init, axes), shape,
-                      jnp.dtype(self.param_dtype))
+    return params_lib.param(self, name, shape, axes, init)
 
   def _dense(self, name, d_in, d_out, axes_in, axes_out, scale=1.0):
-    """{'kernel': [d_in.., d_out..], 'bias': [d_out..]}; fan-in truncated normal x `scale`."""
-    d_in, d_out = (d if isinstance(d, tuple) else (d,) for d in (d_in, d_out))
-    axes_in, axes_out = (a if isinstance(a, tuple) else (a,) for a in (axes_in, axes_out))
-    n = len(d_in)
-    init = nn.initializers.variance_scaling(
-        scale, 'fan_in', 'truncated_normal', in_axis=tuple(range(n)),
-        out_axis=tuple(range(n, n + len(d_out))))
-    return {'kernel': self._p(f'{name}_kernel', d_in + d_out, axes_in + axes_out, init),
-            'bias': self._p(f'{name}_bias', d_out, axes_out, nn.initializers.zeros)}
+    return params_lib.dense(self, name, d_in, d_out, axes_in, axes_out, scale)
 
   def _norm(self, name):
     return {'scale': self._p(f'{name}_scale', (self.embed_dim,), ('embed',),
@@ -141,21 +143,17 @@ class Model(nn.Module):
     p['head'] = self._dense('head', e, self.num_classes, 'embed', 'vocab')
     return p
 
-  def __call__(self, codes: jax.Array, local: jax.Array | None = None,
-               global_ids: jax.Array | None = None) -> jax.Array:
+  def __call__(self, codes: jax.Array) -> jax.Array:
     """codes [B, T] int32 -> logits [B, T, Q] float32; position t predicts codes[:, t + 1].
 
     Any T: inputs longer than max_length are computed in windows (`windowed`)."""
-    if local is not None or global_ids is not None:
-      raise ValueError('the sparse transformer is unconditional: it takes no local or global '
-                       'conditioning (config.local_features / config.global_key must be unset)')
     p = self._params()
     return logits(self, p, windowed(self, p, codes))
 
 
 def unboxed_params(model: Model, variables: dict) -> dict:
   """The nested parameter dict of `variables` ({'params': ...} from init or a checkpoint)."""
-  return model.apply(variables, method=lambda m: m._params())  # pylint: disable=protected-access
+  return params_lib.nested(model, variables)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,13 +312,7 @@ def logits(model: Model, p: dict, x: jax.Array) -> jax.Array:
 def nll(model: Model, out: jax.Array, targets: jax.Array) -> jax.Array:
   """Negative log-likelihood in nats of `targets` [B, T] codes under logits `out` [B, T, Q]."""
   del model
-  logp = jax.nn.log_softmax(out.astype(jnp.float32))
-  return -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+  return sampling.softmax_nll(out, targets)
 
 
-def sample_logits(rng: jax.Array, out: jax.Array, temperature) -> jax.Array:
-  """One code per row of out [..., Q] by Gumbel-max (jax.random.categorical's draw);
-  temperature 0 is the argmax."""
-  temperature = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
-  g = jax.random.gumbel(rng, out.shape, jnp.float32)
-  return jnp.argmax(out.astype(jnp.float32) / temperature + g, axis=-1).astype(jnp.int32)
+sample_logits = sampling.sample_logits

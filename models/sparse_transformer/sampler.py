@@ -1,4 +1,4 @@
-"""The KV-cache sampler of the Sparse Transformer, the naive reference, and `generate`.
+"""The KV-cache sampler of the Sparse Transformer, the naive reference, and `sample_codes`.
 
 The cache holds, per layer, the keys and values of the current window [B, L, H, D] (L =
 max_length) and the window's codes [B, L]; 't' is the absolute position of the next input and
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import attention as attention_lib
+from models.layers import sampling
 from models.sparse_transformer.model import embed
 from models.sparse_transformer.model import heads_apply
 from models.sparse_transformer.model import hidden
@@ -99,14 +100,9 @@ def step(model: Model, p: dict, cache: dict, codes: jax.Array) -> tuple[jax.Arra
   return _step(model, p, cache, codes)
 
 
-def _stream_rngs(rng: jax.Array, t: jax.Array, streams: jax.Array) -> jax.Array:
-  """The keys of the codes at position t of `streams` [B]: fold_in(fold_in(rng, t), i)."""
-  return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(rng, t), i))(streams)
-
-
 def _draw(rng, t, out, temperature, stream0=0):
   """Codes at position t of streams stream0 + [0, B) from their logits out [B, Q]."""
-  keys = _stream_rngs(rng, t, stream0 + jnp.arange(out.shape[0]))
+  keys = sampling.stream_keys(rng, t, stream0 + jnp.arange(out.shape[0]))
   return jax.vmap(sample_logits, (0, 0, None))(keys, out, temperature)
 
 
@@ -128,11 +124,11 @@ def _run(model: Model, p: dict, cache: dict, x: jax.Array, rng: jax.Array,
 _unboxed = jax.jit(unboxed_params, static_argnums=(0,))
 
 
-def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, batch: int = 1,
-             prompt: np.ndarray | None = None, local: np.ndarray | None = None,
-             global_ids: np.ndarray | None = None, temperature: float = 1.0,
-             chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
-  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples].
+def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
+                 batch: int = 1, prompt: np.ndarray | None = None, temperature: float = 1.0,
+                 chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
+  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
+  family's `generate` decodes them to audio.
 
   Args:
     model, variables: the model and its {'params': ...}.
@@ -143,14 +139,11 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, ba
     batch: streams, when there is no prompt.
     prompt: codes [B, P] to continue, prefilled by one parallel pass; default one silent code
       (num_classes // 2) per stream (not yielded).
-    local, global_ids: must be None (the model is unconditional).
     temperature: divides the logits; 0 draws the most likely code.
     chunk_samples: steps per yielded chunk; memory does not grow with num_samples.
     first_stream: the number of stream 0 in the draws above: processes that each sample a
       slice [k, k + B) of a set of streams pass k, and together draw what one process would.
   """
-  if local is not None or global_ids is not None:
-    raise ValueError('the sparse transformer is unconditional: pass no local or global_ids')
   if prompt is None:
     prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
   prompt = np.asarray(prompt, np.int32)
@@ -171,7 +164,7 @@ def naive_generate(model: Model, variables: dict, rng: jax.Array, n: int,
                    prompt: jax.Array) -> jax.Array:
   """The reference sampler: n steps, each a full parallel forward pass over the window of the
   input's position (`window_start`). prompt [B, P] holds positions 0 .. P - 1; returns the
-  codes at P .. P + n - 1 [B, n], drawn as `generate` draws them."""
+  codes at P .. P + n - 1 [B, n], drawn as `sample_codes` draws them."""
   b, s = prompt.shape
   ell = model.max_length
   buf = jnp.concatenate([prompt, jnp.zeros((b, n + ell), jnp.int32)], axis=1)

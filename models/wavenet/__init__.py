@@ -20,12 +20,18 @@ Conditioning, added to every layer's gate pre-activation:
     predicts sample t + 1) uses frame (t + 1) // hop_length, the frame of its target, clamped to
     the last frame.
 
-The sampler (`init_cache`, `step`, `generate`) keeps for each layer a ring buffer of its last
+The sampler (`init_cache`, `step`, `sample_codes`) keeps for each layer a ring buffer of its last
 (k - 1) x dilation inputs (Fast WaveNet, Paine et al. 2016), so a step costs one column of the
 network rather than the receptive field; `naive_generate` recomputes the receptive field and
 serves as the reference for tests and benchmarks. Both are pure functions of the parameters.
+
+The family contract (models/__init__.py): `init`, `loss` (teacher-forced NLL in nats per
+sample, with bits per sample) and `generate` (float audio chunks) below, on the shared code
+machinery of models/layers/autoregressive.py. Conditioning comes from the batch keys
+`model.local_keys` (frame features) and `model.global_key` (ids).
 """
 
+from models.layers import autoregressive
 from models.wavenet.model import OUTPUTS
 from models.wavenet.model import Model
 from models.wavenet.model import condition
@@ -36,9 +42,24 @@ from models.wavenet.model import sample_output
 from models.wavenet.model import stem
 from models.wavenet.model import unboxed_params
 from models.wavenet.model import value
-from models.wavenet.sampler import generate
 from models.wavenet.sampler import init_cache
 from models.wavenet.sampler import layer_conditioning
 from models.wavenet.sampler import naive_generate
+from models.wavenet.sampler import sample_codes
 from models.wavenet.sampler import sampler_weights
 from models.wavenet.sampler import step
+
+init = autoregressive.init
+
+
+def loss(model: Model, variables: dict, batch: dict, rng=None):
+  """(mean NLL in nats per predicted sample, metrics, {}): see layers/autoregressive.loss."""
+  del rng  # deterministic
+  return autoregressive.loss(model, variables, batch, nll)
+
+
+def generate(model: Model, variables: dict, rng, num_samples: int, **kwargs):
+  """Float audio chunks [B, <= chunk_samples] (the contract's `generate`): `sample_codes`
+  decoded, with a float prompt and a conditioning dict of batch keys
+  (layers/autoregressive.generate)."""
+  return autoregressive.generate(sample_codes, model, variables, rng, num_samples, **kwargs)

@@ -7,6 +7,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.layers import autoregressive
+from models.layers import conditioning
+from models.layers import params as params_lib
+from models.layers import sampling
+
 OUTPUTS = ('softmax', 'mixture')
 
 
@@ -35,7 +40,8 @@ def head(p: dict, skips: jax.Array) -> jax.Array:
 class Model(nn.Module):
   """WaveNet; `Model(**config.model)`. Logical axes: batch, time, embed (residual), mlp (gate),
   skip, vocab (outputs), cond (conditioning channels)."""
-  num_classes: int = 256
+  num_classes: int = 256  # 2^bits of config.input (models.create derives it)
+  encoding: str = 'mu_law'  # config.input.encoding (derived)
   residual_channels: int = 64
   gate_channels: int = 128  # outputs of the dilated conv: half tanh filter, half sigmoid gate
   skip_channels: int = 64
@@ -45,10 +51,12 @@ class Model(nn.Module):
   output: str = 'softmax'
   num_mixtures: int = 10
   num_global: int = 0  # global conditioning ids; 0: none
+  global_key: str | None = None  # the batch key of the ids ([B] int), e.g. 'instrument'
   global_channels: int = 16
-  local_features: int = 0  # D of the frame features; 0: no local conditioning
+  local_keys: tuple[str, ...] = ()  # batch frame features of the local conditioning, in order
+  local_features: int = 0  # D of the frame features (derived from local_keys); 0: none
   local_channels: int = 64
-  hop_length: int = 0  # samples per conditioning frame
+  hop_length: int = 0  # samples per conditioning frame (derived from the dataset)
   dtype: str = 'float32'  # activations
   param_dtype: str = 'float32'
 
@@ -60,7 +68,30 @@ class Model(nn.Module):
     if self.local_features and self.hop_length <= 0:
       raise ValueError(f'model.hop_length={self.hop_length}: local conditioning needs the '
                        'samples per frame')
+    if self.global_key is not None and not self.num_global:
+      raise ValueError(f'model.global_key={self.global_key!r} needs model.num_global > 0')
+    autoregressive.check_encoding(self)
     super().__post_init__()
+
+  @property
+  def conditions(self) -> tuple[str, ...]:
+    """The batch keys the model reads besides 'audio'."""
+    return tuple(self.local_keys) + ((self.global_key,) if self.global_key else ())
+
+  def conditioning(self, batch: dict) -> dict:
+    """A batch (or a sampler's conditioning dict) -> `local` [B, F, D] and `global_ids` [B]."""
+    out = {}
+    if self.local_features:
+      if not self.local_keys:
+        raise ValueError(f'model.local_features={self.local_features}: set model.local_keys, '
+                         'the batch keys of the frame features')
+      out['local'] = conditioning.frames(batch, self.local_keys)
+    if self.num_global:
+      if not self.global_key:
+        raise ValueError(f'model.num_global={self.num_global}: set model.global_key, the batch '
+                         'key of the ids')
+      out['global_ids'] = conditioning.ids(batch, self.global_key)
+    return out
 
   @property
   def dilations(self) -> tuple[int, ...]:
@@ -76,19 +107,10 @@ class Model(nn.Module):
     return self.num_classes if self.output == 'softmax' else 3 * self.num_mixtures
 
   def _p(self, name, shape, axes, init):
-    return self.param(name, nn.with_logical_partitioning(init, axes), shape,
-                      jnp.dtype(self.param_dtype))
+    return params_lib.param(self, name, shape, axes, init)
 
   def _dense(self, name, d_in, d_out, axes_in, axes_out):
-    """{'kernel': [d_in.., d_out..], 'bias': [d_out..]} in a named scope (pure-dict friendly)."""
-    d_out = d_out if isinstance(d_out, tuple) else (d_out,)
-    axes_out = axes_out if isinstance(axes_out, tuple) else (axes_out,)
-    init = nn.initializers.variance_scaling(
-        1.0, 'fan_in', 'truncated_normal', in_axis=0, out_axis=tuple(range(1, 1 + len(d_out))))
-    return {
-        'kernel': self._p(f'{name}_kernel', (d_in,) + d_out, (axes_in,) + axes_out, init),
-        'bias': self._p(f'{name}_bias', d_out, axes_out, nn.initializers.zeros),
-    }
+    return params_lib.dense(self, name, d_in, d_out, axes_in, axes_out)
 
   @nn.compact
   def _params(self) -> dict:
@@ -129,7 +151,7 @@ class Model(nn.Module):
     dtype = jnp.dtype(self.dtype)
     # Mixed precision: parameters are kept in param_dtype (and so are their gradients and the
     # optimizer state); the network computes in dtype; the logits and losses are float32.
-    p = jax.tree.map(lambda a: a.astype(dtype), self._params())
+    p = params_lib.cast(self._params(), dtype)
     t = codes.shape[1]
     x = stem(self, p, codes).astype(dtype)  # [B, T, R]
     x = nn.with_logical_constraint(x, ('batch', 'time', 'embed'))
@@ -193,7 +215,7 @@ def condition(model: Model, p: dict, local: jax.Array) -> jax.Array:
 
 def unboxed_params(model: Model, variables: dict) -> dict:
   """The nested parameter dict of `variables` ({'params': ...} from init or a checkpoint)."""
-  return model.apply(variables, method=lambda m: m._params())  # pylint: disable=protected-access
+  return params_lib.nested(model, variables)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,8 +225,7 @@ def unboxed_params(model: Model, variables: dict) -> dict:
 def nll(model: Model, out: jax.Array, targets: jax.Array) -> jax.Array:
   """Negative log-likelihood in nats of `targets` [B, T] codes under `out` [B, T, Q or 3M]."""
   if model.output == 'softmax':
-    logp = jax.nn.log_softmax(out.astype(jnp.float32))
-    return -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    return sampling.softmax_nll(out, targets)
   return _mixture_nll(model, out, value(model, targets))
 
 
@@ -250,21 +271,14 @@ def draws(model: Model, rng: jax.Array, shape: tuple[int, ...]):
           jax.random.uniform(r2, shape, minval=1e-5, maxval=1. - 1e-5))
 
 
-def _argmax(x: jax.Array) -> jax.Array:
-  """jnp.argmax over the last axis (first maximum) as two plain reductions, which XLA:CPU
-  vectorises (its variadic argmax reduction is ~3x slower)."""
-  i = jnp.arange(x.shape[-1], dtype=jnp.int32)
-  return jnp.min(jnp.where(x == jnp.max(x, -1, keepdims=True), i, x.shape[-1]), -1)
-
-
 def sample_from_draws(model: Model, noise, out: jax.Array, temperature) -> jax.Array:
   """`sample_output` given its `draws`: Gumbel-max sampling (as jax.random.categorical)."""
-  temperature = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
   if model.output == 'softmax':
-    return _argmax(out / temperature + noise)
+    return sampling.gumbel_max(out, noise, temperature)
+  temperature = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
   g, u = noise
   logit_w, mu, log_s = _mixture_params(model, out)
-  k = _argmax(logit_w / temperature + g)[..., None]
+  k = sampling.argmax(logit_w / temperature + g)[..., None]
   mu = jnp.take_along_axis(mu, k, -1)[..., 0]
   s = jnp.exp(jnp.take_along_axis(log_s, k, -1)[..., 0]) * temperature
   x = jnp.clip(mu + s * (jnp.log(u) - jnp.log1p(-u)), -1., 1.)

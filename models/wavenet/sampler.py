@@ -1,4 +1,4 @@
-"""The cached WaveNet sampler (Fast WaveNet queues), the naive reference, and `generate`.
+"""The cached WaveNet sampler (Fast WaveNet queues), the naive reference, and `sample_codes`.
 
 Layers that share a dilation share one ring buffer, time first: [(k - 1) d, G, B, R] for the G
 layers of dilation d. A step reads every past tap before it writes anything, so that XLA can
@@ -7,14 +7,13 @@ every step), and each tap is one contiguous [G, B, R] row.
 """
 
 from collections.abc import Iterator
-import concurrent.futures
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.layers import sampling
 from models.wavenet.model import condition
 from models.wavenet.model import draws
 from models.wavenet.model import gate
@@ -141,7 +140,7 @@ _BLOCK = 16  # steps per inner loop of `_run`
 def _stream_draws(model: Model, rng: jax.Array, t: jax.Array, streams: jax.Array):
   """`draws` of the samples at positions t [S] of streams [B]: leaves [S, B, ...]."""
   def one(t, i):
-    return draws(model, jax.random.fold_in(jax.random.fold_in(rng, t), i), ())
+    return draws(model, sampling.stream_key(rng, t, i), ())
   return jax.vmap(jax.vmap(one, (None, 0)), (0, None))(t, streams)
 
 
@@ -224,21 +223,13 @@ def _prepare(model: Model, variables: dict, global_ids: jax.Array | None,
   return sampler_weights(model, p), gproj, lc
 
 
-def _parts(b: int) -> list[tuple[int, int]]:
-  """Streams [lo, hi) per host thread. XLA:CPU runs a loop on one core, so on the CPU backend
-  each core takes a share of the streams; an accelerator takes them all at once."""
-  cores = 1
-  if jax.default_backend() == 'cpu':
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-  edges = np.linspace(0, b, min(cores, b) + 1).round().astype(int)
-  return list(zip(edges[:-1], edges[1:]))
-
-
-def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, batch: int = 1,
-             prompt: np.ndarray | None = None, local: np.ndarray | None = None,
-             global_ids: np.ndarray | None = None, temperature: float = 1.0,
-             chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
-  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples].
+def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
+                 batch: int = 1, prompt: np.ndarray | None = None,
+                 local: np.ndarray | None = None, global_ids: np.ndarray | None = None,
+                 temperature: float = 1.0, chunk_samples: int = 16000,
+                 first_stream: int = 0) -> Iterator[np.ndarray]:
+  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
+  family's `generate` decodes them to audio.
 
   Args:
     model, variables: the model and its {'params': ...}.
@@ -260,6 +251,10 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, ba
   prompt = np.asarray(prompt, np.int32)
   if model.num_global and global_ids is None:
     raise ValueError('this model is globally conditioned: pass global_ids [B]')
+  if model.num_global and not np.all((0 <= np.asarray(global_ids)) &
+                                     (np.asarray(global_ids) < model.num_global)):
+    raise ValueError(f'global ids {np.asarray(global_ids).tolist()}: expected 0..'
+                     f'{model.num_global - 1}')
   if model.local_features and local is None:
     raise ValueError('this model is locally conditioned: pass frame features [B, F, D]')
   w, gproj, lc = _prepare(
@@ -279,13 +274,7 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, ba
       cache, x, codes = _run(model, w, cache, x, rng, temperature, n, None, *cond)
       yield np.asarray(codes)
 
-  parts = [part(lo, hi) for lo, hi in _parts(prompt.shape[0])]
-  if len(parts) == 1:
-    yield from parts[0]
-    return
-  with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
-    while (chunks := list(pool.map(lambda g: next(g, None), parts)))[0] is not None:
-      yield np.concatenate(chunks)
+  yield from sampling.over_threads(prompt.shape[0], part)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -294,7 +283,7 @@ def naive_generate(model: Model, variables: dict, rng: jax.Array, n: int,
   """The reference sampler: n steps, each a full forward pass over the last W codes.
 
   `window` [B, W] holds each stream's codes at positions 0 .. W - 1; returns the codes at
-  W .. W + n - 1 [B, n], drawn as `generate` draws them: for W >= the receptive field, both
+  W .. W + n - 1 [B, n], drawn as `sample_codes` draws them: for W >= the receptive field, both
   give the same codes for prompt=window. Unconditional models only.
   """
   b, wl = window.shape

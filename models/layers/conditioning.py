@@ -1,0 +1,39 @@
+"""Batch keys -> conditioning arrays, the same in the loss and in the sampler.
+
+A model names the batch keys it is conditioned on (`Model.conditions`): frame features of
+data/specs.py (MIDI pianoroll, onsets, velocities, ...) become local conditioning [B, F, D],
+concatenated in the model's order, with velocities scaled from 0..127 to [0, 1]; any other key
+is an int [B] of global ids.
+"""
+
+import jax.numpy as jnp
+
+from data import specs
+
+_DIVISOR = {'velocities': 127.}  # to [0, 1]
+
+
+def width(keys) -> int:
+  """D of the local conditioning of frame-feature `keys`."""
+  unknown = [k for k in keys if k not in specs.FRAME_FEATURES]
+  if unknown:
+    raise ValueError(f'local conditioning keys {tuple(keys)}: {unknown} are not frame features '
+                     f'(expected some of {tuple(specs.FRAME_FEATURES)})')
+  return sum(specs.FRAME_FEATURES[k][0] for k in keys)
+
+
+def frames(cond: dict, keys) -> jnp.ndarray:
+  """The frame features `keys` of `cond` (a batch) as float32 [B, F, D]."""
+  missing = [k for k in keys if k not in cond]
+  if missing:
+    raise ValueError(f'the model is conditioned on {tuple(keys)}; the batch has no {missing} '
+                     '(add them to config.input.frame_features)')
+  return jnp.concatenate([jnp.asarray(cond[k]).astype(jnp.float32) / _DIVISOR.get(k, 1.)
+                          for k in keys], axis=-1)
+
+
+def ids(cond: dict, key: str) -> jnp.ndarray:
+  """The global ids `cond[key]` as int32 [B]."""
+  if key not in cond:
+    raise ValueError(f'the model is conditioned on ids {key!r}; the batch has no {key!r}')
+  return jnp.asarray(cond[key]).astype(jnp.int32)
