@@ -80,65 +80,73 @@ import numpy as np
 from data import corpus
 from data import maestro
 from data import pipeline
+from data import specs
 from experiments import distributed
 from experiments import memory
 from experiments import sharding
+from experiments import state as state_lib
 from experiments import train
+import models
 from models import attention
 
-_WHAT = flags.DEFINE_enum('what', 'input',
-                          ['input', 'train', 'sampler', 'memory', 'attention'],
-                          'What to measure.')
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
-    lock_config=True)
-_STEPS = flags.DEFINE_integer('steps', 5, 'Training steps per timed window.')
-_SAMPLES = flags.DEFINE_list('sampler_samples', ['16000', '4000'],
-                             'Samples per stream generated per timed window, for 1 and 16 '
-                             'streams.')
-_NAIVE_SAMPLES = flags.DEFINE_integer('naive_samples', 20, 'Steps of the naive sampler.')
-_JSON = flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
-_DATASET = flags.DEFINE_string('dataset', '16k', 'Maestro builder config.')
-_BATCH = flags.DEFINE_integer('batch_size', 16, 'Global batch.')
-_CROP = flags.DEFINE_integer('crop_samples', 3070 + 8000,
-                             'Samples per example: the WaveNet receptive field + 8000 targets.')
-_WORKERS = flags.DEFINE_list('worker_count', ['0', '2'], 'grain worker counts to measure.')
-_PREPARE_WORKERS = flags.DEFINE_integer('prepare_workers', 2, 'Dataset preparation processes.')
-_BATCHES = flags.DEFINE_integer('batches', 20, 'Batches per timed window.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed windows (the median is reported).')
-_PIECES = flags.DEFINE_integer('corpus_pieces', 32, 'Pieces of the generated corpus.')
-_ATT_LENGTHS = flags.DEFINE_list('attention_lengths', ['4096', '16384', '65536'],
-                                 'attention: sequence lengths n.')
-_ATT_HEADS = flags.DEFINE_integer('attention_heads', 8, 'attention: heads H.')
-_ATT_DIM = flags.DEFINE_integer('attention_head_dim', 64, 'attention: channels per head D.')
-_ATT_BLOCK = flags.DEFINE_integer('attention_block', 0,
-                                  'attention: block length l; 0: the power of two nearest '
-                                  'sqrt(n).')
-_ATT_SUMMARY = flags.DEFINE_integer('attention_summary', 1, 'attention: summary columns c.')
-_ATT_PATTERNS = flags.DEFINE_list('attention_patterns', ['strided_merged', 'fixed_merged'],
-                                  'attention: sparse patterns timed beside dense.')
-_ATT_IMPL = flags.DEFINE_enum('attention_impl', 'auto', list(attention.IMPLEMENTATIONS),
-                              'attention: attend(impl=...).')
-_ATT_DTYPE = flags.DEFINE_enum('attention_dtype', 'float32', ['float32', 'bfloat16'],
-                               'attention: dtype of q, k, v.')
-_ATT_DENSE_GB = flags.DEFINE_float('attention_dense_max_gb', 8.,
-                                   'attention: skip dense where its forward + backward, about '
-                                   '3x its f32 [B, H, n, n] scores, would exceed this (GiB).')
-_ATT_DENSE_CHUNK = flags.DEFINE_integer('attention_dense_chunk', 0,
-                                        'attention: where dense does not fit, time it over '
-                                        'query chunks of this size instead (the same FLOPs in '
-                                        'O(chunk n) memory); 0: skip it there.')
-_ATT_LONG_REPEATS = flags.DEFINE_integer('attention_long_repeats', 3,
-                                         'attention: timed windows from 65,536 positions up.')
-_ATT_SAMPLER_SAMPLES = flags.DEFINE_list('attention_sampler_samples', ['2000', '500'],
-                                         'attention: samples per stream per timed window of '
-                                         'the Sparse Transformer sampler, for 1 and 16 '
-                                         'streams.')
-_MESH = flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
-                            'config.mesh over the devices present); on CPU, devices are faked.')
-_DEVICE_GB = flags.DEFINE_float('device_memory_gb', None,
-                                'memory: the target accelerator memory in GiB, to say whether '
-                                'the step fits (e.g. 32 for a TPU v4 chip, 80 for an H100).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The job's flags, defined only when it runs as a program (see experiments/evaluate.py)."""
+  flags.DEFINE_enum('what', 'input',
+                    ['input', 'train', 'sampler', 'memory', 'attention'],
+                    'What to measure.')
+  config_flags.DEFINE_config_file(
+      'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
+      lock_config=True)
+  flags.DEFINE_integer('steps', 5, 'Training steps per timed window.')
+  flags.DEFINE_list('sampler_samples', ['16000', '4000'],
+                    'Samples per stream generated per timed window, for 1 and 16 '
+                    'streams.')
+  flags.DEFINE_integer('naive_samples', 20, 'Steps of the naive sampler.')
+  flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
+  flags.DEFINE_string('dataset', '16k', 'Maestro builder config.')
+  flags.DEFINE_integer('batch_size', 16, 'Global batch.')
+  flags.DEFINE_integer('crop_samples', 3070 + 8000,
+                       'Samples per example: the WaveNet receptive field + 8000 targets.')
+  flags.DEFINE_list('worker_count', ['0', '2'], 'grain worker counts to measure.')
+  flags.DEFINE_integer('prepare_workers', 2, 'Dataset preparation processes.')
+  flags.DEFINE_integer('batches', 20, 'Batches per timed window.')
+  flags.DEFINE_integer('repeats', 5, 'Timed windows (the median is reported).')
+  flags.DEFINE_integer('corpus_pieces', 32, 'Pieces of the generated corpus.')
+  flags.DEFINE_list('attention_lengths', ['4096', '16384', '65536'],
+                    'attention: sequence lengths n.')
+  flags.DEFINE_integer('attention_heads', 8, 'attention: heads H.')
+  flags.DEFINE_integer('attention_head_dim', 64, 'attention: channels per head D.')
+  flags.DEFINE_integer('attention_block', 0,
+                       'attention: block length l; 0: the power of two nearest '
+                       'sqrt(n).')
+  flags.DEFINE_integer('attention_summary', 1, 'attention: summary columns c.')
+  flags.DEFINE_list('attention_patterns', ['strided_merged', 'fixed_merged'],
+                    'attention: sparse patterns timed beside dense.')
+  flags.DEFINE_enum('attention_impl', 'auto', list(attention.IMPLEMENTATIONS),
+                    'attention: attend(impl=...).')
+  flags.DEFINE_enum('attention_dtype', 'float32', ['float32', 'bfloat16'],
+                    'attention: dtype of q, k, v.')
+  flags.DEFINE_float('attention_dense_max_gb', 8.,
+                     'attention: skip dense where its forward + backward, about '
+                     '3x its f32 [B, H, n, n] scores, would exceed this (GiB).')
+  flags.DEFINE_integer('attention_dense_chunk', 0,
+                       'attention: where dense does not fit, time it over '
+                       'query chunks of this size instead (the same FLOPs in '
+                       'O(chunk n) memory); 0: skip it there.')
+  flags.DEFINE_integer('attention_long_repeats', 3,
+                       'attention: timed windows from 65,536 positions up.')
+  flags.DEFINE_list('attention_sampler_samples', ['2000', '500'],
+                    'attention: samples per stream per timed window of '
+                    'the Sparse Transformer sampler, for 1 and 16 '
+                    'streams.')
+  flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
+                      'config.mesh over the devices present); on CPU, devices are faked.')
+  flags.DEFINE_float('device_memory_gb', None,
+                     'memory: the target accelerator memory in GiB, to say whether '
+                     'the step fits (e.g. 32 for a TPU v4 chip, 80 for an H100).')
 
 
 def describe_machine() -> dict:
@@ -222,24 +230,24 @@ def measure_input(config, batches: int, repeats: int) -> float:
 def bench_input() -> dict:
   out = {}
   with tempfile.TemporaryDirectory() as root:
-    prep = measure_preparation(_DATASET.value, _PREPARE_WORKERS.value, root, _PIECES.value)
+    prep = measure_preparation(FLAGS.dataset, FLAGS.prepare_workers, root, FLAGS.corpus_pieces)
     logging.info('preparation: %s', prep)
     out.update({k: v for k, v in prep.items() if not k.endswith('_dir')})
-    config = pipeline.default_config()
-    config.update(dataset=_DATASET.value, manual_dir=prep['manual_dir'],
-                  data_dir=prep['data_dir'], batch_size=_BATCH.value,
-                  crop_samples=_CROP.value)
+    config = specs.input_config()
+    config.update(dataset=FLAGS.dataset, manual_dir=prep['manual_dir'],
+                  data_dir=prep['data_dir'], batch_size=FLAGS.batch_size,
+                  crop_samples=FLAGS.crop_samples)
     by_workers = {}
-    for w in map(int, _WORKERS.value):
+    for w in map(int, FLAGS.worker_count):
       config.worker_count = w
-      by_workers[str(w)] = measure_input(config, _BATCHES.value, _REPEATS.value)
+      by_workers[str(w)] = measure_input(config, FLAGS.batches, FLAGS.repeats)
       logging.info('input, %d workers: %.0f samples/s', w, by_workers[str(w)])
   peak = matmul_peak_gflops()
   flops = wavenet_train_flops_per_sample()
   need = peak * 1e9 / flops
   best = max(by_workers.values())
   out.update({
-      'input_batch_size': _BATCH.value, 'input_crop_samples': _CROP.value,
+      'input_batch_size': FLAGS.batch_size, 'input_crop_samples': FLAGS.crop_samples,
       'input_samples_per_s_by_workers': by_workers, 'input_samples_per_s': best,
       'matmul_peak_gflops': peak, 'wavenet_30x64_train_flops_per_sample': flops,
       'wavenet_30x64_samples_per_s_at_matmul_peak': need,
@@ -251,8 +259,8 @@ def bench_input() -> dict:
 def model_train_flops_per_sample(config) -> float:
   """Matmul FLOPs per audio sample of one training step: 2 x 3 x the multiply-adds of every
   kernel applied once per sample (the one-hot stem is a gather; conditioning runs per frame)."""
-  model = train.create_model(config)
-  params = train.abstract_state(config, model)['params']
+  family, model = models.family(config.model_name), models.create(config)
+  params = state_lib.abstract(train.init_fn(config, family, model))['params']
   per_sample = sum(v.size for k, v in params.items() if k.endswith('_kernel') and not (
       k.startswith(('stem_', 'local_')) or k.endswith(('_global_kernel', '_local_kernel'))))
   return 6. * per_sample
@@ -267,35 +275,45 @@ def _median_time(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
+def random_batch(input_config, rng: np.random.Generator) -> dict:
+  """A training batch of `input_config`'s shapes (data/specs.py) with random contents."""
+  out = {}
+  for k, (shape, dtype) in specs.batch_spec(input_config).items():
+    if k == 'audio' and dtype == np.int32:
+      out[k] = rng.integers(0, 2 ** input_config.bits, shape).astype(dtype)
+    elif k == 'audio':
+      out[k] = rng.uniform(-1, 1, shape).astype(dtype)
+    else:
+      out[k] = rng.integers(0, 2, shape).astype(dtype)
+  return out
+
+
 def bench_train() -> dict:
-  config = _CONFIG.value
-  model = train.create_model(config)
+  config = FLAGS.config
+  family, model = models.family(config.model_name), models.create(config)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
-  state, shardings = train.create_state(config, model, mesh, rules)
+  init = train.init_fn(config, family, model)
+  shardings = state_lib.shardings(init, mesh, rules)
+  state = state_lib.create(init, shardings, config.seed)
   batch_sh = sharding.batch_sharding(mesh, rules)
-  b, t = config.input.batch_size, config.input.crop_samples
-  rng = np.random.default_rng(0)
-  batch = {'audio': rng.integers(0, 2 ** config.input.bits, (b, t)).astype(np.int32)}
-  if config.local_features:
-    f = t // model.hop_length
-    for k in config.local_features:
-      batch[k] = rng.integers(0, 2, (b, f, 88)).astype(np.uint8)
+  batch = random_batch(config.input, np.random.default_rng(0))
+  b, t = batch['audio'].shape
   # The same host batch on every process; each process puts its own rows on its devices.
   batch = {k: jax.make_array_from_callback(v.shape, batch_sh, lambda i, v=v: v[i])
            for k, v in batch.items()}
-  step = train.make_train_step(config, model, train.make_optimizer(config), rules, shardings,
-                               batch_sh)
+  step = train.make_train_step(config, family, model, train.make_optimizer(config), rules,
+                               shardings, batch_sh)
   with jax.set_mesh(mesh):
     holder = [state]
 
     def run():
-      for _ in range(_STEPS.value):
+      for _ in range(FLAGS.steps):
         holder[0], m = step(holder[0], batch)
       jax.block_until_ready(m)
 
     run()  # compile + warm-up
-    seconds = _median_time(run, _REPEATS.value) / _STEPS.value
+    seconds = _median_time(run, FLAGS.repeats) / FLAGS.steps
   rate = b * t / seconds
   flops = model_train_flops_per_sample(config)
   peak = matmul_peak_gflops()
@@ -308,36 +326,47 @@ def bench_train() -> dict:
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
 
 
-def bench_sampler() -> dict:
-  config = _CONFIG.value
-  model = train.create_model(config)
-  module = train.model_module(config)
-  if config.local_features or config.global_key:
-    raise app.UsageError('--what=sampler measures unconditional models; pick such a --config')
-  variables = {'params': nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))[
-      'params'])}
-  rate = train.sample_rate(config)
-  out = {'sample_rate': rate, 'receptive_field': model.receptive_field}
-  for streams, n in zip((1, 16), map(int, _SAMPLES.value)):
+def measure_sampler(config, samples: list[int], repeats: int) -> dict:
+  """Samples/s of the family's `generate` (its cached sampler), random parameters, for 1 and 16
+  streams, summed over the streams, and as a realtime factor at the dataset's rate."""
+  family, model = models.family(config.model_name), models.create(config)
+  if model.conditions:
+    raise app.UsageError('the sampler benchmark measures unconditional models; pick such a '
+                         '--config')
+  variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
+  rate = specs.sample_rate(config.input)
+  out = {'sample_rate': rate, 'receptive_field': getattr(model, 'receptive_field', None)}
+  for streams, n in zip((1, 16), samples):
     def run(streams=streams, n=n):
-      for chunk in module.generate(model, variables, jax.random.key(1), n, batch=streams,
+      for chunk in family.generate(model, variables, jax.random.key(1), n, batch=streams,
                                    chunk_samples=n):
         assert chunk.shape == (streams, n)
 
     run()  # compile
-    sps = streams * n / _median_time(run, _REPEATS.value)
+    sps = streams * n / _median_time(run, repeats)
     key = f'sampler_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
     out[key] = sps
     out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
-    logging.info('cached sampler, %d streams: %.0f samples/s', streams, sps)
+    logging.info('%s sampler, %d streams: %.0f samples/s', config.model_name, streams, sps)
+  return out
+
+
+def bench_sampler() -> dict:
+  """`measure_sampler` of --config, and its naive reference sampler where it has one."""
+  config = FLAGS.config
+  out = measure_sampler(config, [int(n) for n in FLAGS.sampler_samples], FLAGS.repeats)
+  family, model = models.family(config.model_name), models.create(config)
+  if not hasattr(family, 'naive_generate'):
+    return out
+  variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
   window = jnp.zeros((1, model.receptive_field), jnp.int32)
-  n = _NAIVE_SAMPLES.value
-  naive = lambda: module.naive_generate(model, variables, jax.random.key(1), n,
+  n = FLAGS.naive_samples
+  naive = lambda: family.naive_generate(model, variables, jax.random.key(1), n,
                                         window).block_until_ready()
   naive()
-  sps = n / _median_time(naive, _REPEATS.value)
+  sps = n / _median_time(naive, FLAGS.repeats)
   out.update(naive_sampler_1_stream_samples_per_s=sps,
-             naive_sampler_1_stream_realtime_factor=sps / rate,
+             naive_sampler_1_stream_realtime_factor=sps / out['sample_rate'],
              cached_over_naive_1_stream=out['sampler_1_stream_samples_per_s'] / sps)
   logging.info('naive sampler, 1 stream: %.1f samples/s', sps)
   return out
@@ -345,13 +374,13 @@ def bench_sampler() -> dict:
 
 def _target_config():
   """--config with --mesh applied."""
-  config = _CONFIG.value
-  if _MESH.value:
+  config = FLAGS.config
+  if FLAGS.mesh:
     config = config.copy_and_resolve_references()
-    sizes = memory.parse_mesh(_MESH.value)
+    sizes = memory.parse_mesh(FLAGS.mesh)
     unknown = set(sizes) - set(config.mesh)
     if unknown:
-      raise app.UsageError(f'--mesh={_MESH.value}: unknown axes {sorted(unknown)}; the config '
+      raise app.UsageError(f'--mesh={FLAGS.mesh}: unknown axes {sorted(unknown)}; the config '
                            f'has {", ".join(config.mesh)}')
     for name in config.mesh:  # axes left out have size 1
       config.mesh[name] = sizes.get(name, 1)
@@ -361,8 +390,8 @@ def _target_config():
 def _fake_devices() -> None:
   """Before the backend starts: as many CPU devices as the target mesh names, so that a plan
   for 8 or 256 accelerators compiles on any machine."""
-  if _MESH.value:
-    sizes = memory.parse_mesh(_MESH.value).values()
+  if FLAGS.mesh:
+    sizes = memory.parse_mesh(FLAGS.mesh).values()
     if -1 not in sizes:
       jax.config.update('jax_num_cpu_devices', int(np.prod(list(sizes))))
 
@@ -372,7 +401,7 @@ def bench_memory() -> dict:
   config = _target_config()
   sizes = list(config.mesh.values())
   devices = jax.devices() if -1 in sizes else jax.devices('cpu')[:int(np.prod(sizes))]
-  out = memory.plan(config, devices, _DEVICE_GB.value)
+  out = memory.plan(config, devices, FLAGS.device_memory_gb)
   logging.info('memory plan:\n%s', memory.describe(out))
   return {'memory': out}
 
@@ -427,8 +456,8 @@ def time_attention(compiled, shape: tuple[int, ...], dtype, repeats: int) -> flo
 def _sparse_transformer_config():
   """(config, where it came from): --config if it names the Sparse Transformer, else the
   runlocal variant of its experiment file (a CPU-sized model); (None, why) without one."""
-  if _CONFIG.value.model_name == 'sparse_transformer':
-    return _CONFIG.value, '--config'
+  if FLAGS.config.model_name == 'sparse_transformer':
+    return FLAGS.config, '--config'
   name = 'experiments.configs.sparse_transformer'
   if importlib.util.find_spec(name) is None:
     return None, 'experiments/configs/sparse_transformer.py does not exist'
@@ -436,57 +465,34 @@ def _sparse_transformer_config():
       'experiments/configs/sparse_transformer.py:runlocal')
 
 
-def measure_sparse_sampler(config, samples: list[int], repeats: int) -> dict:
-  """Samples/s of the model's cached sampler, random parameters, for 1 and 16 streams."""
-  model = train.create_model(config)
-  module = train.model_module(config)
-  variables = {'params': nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))[
-      'params'])}
-  rate = train.sample_rate(config)
-  out = {'sample_rate': rate}
-  for streams, n in zip((1, 16), samples):
-    def run(streams=streams, n=n):
-      for chunk in module.generate(model, variables, jax.random.key(1), n, batch=streams,
-                                   chunk_samples=n):
-        assert chunk.shape == (streams, n)
-
-    run()  # compile
-    sps = streams * n / _median_time(run, repeats)
-    key = f'sampler_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
-    out[key] = sps
-    out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
-    logging.info('sparse transformer sampler, %d streams: %.0f samples/s', streams, sps)
-  return out
-
-
 def bench_attention() -> dict:
-  b, h, d = 1, _ATT_HEADS.value, _ATT_DIM.value
-  dtype = jnp.dtype(_ATT_DTYPE.value)
-  patterns = list(_ATT_PATTERNS.value)
+  b, h, d = 1, FLAGS.attention_heads, FLAGS.attention_head_dim
+  dtype = jnp.dtype(FLAGS.attention_dtype)
+  patterns = list(FLAGS.attention_patterns)
   sparse = [p for p in attention.PATTERNS if p != 'dense']
   if any(p not in sparse for p in patterns):
     raise app.UsageError(f'--attention_patterns={",".join(patterns)}: expected some of '
                          f'{", ".join(sparse)}')
-  lengths = [int(n) for n in _ATT_LENGTHS.value]
+  lengths = [int(n) for n in FLAGS.attention_lengths]
   seconds = {p: [] for p in patterns + ['dense']}
   by_length = {}
   for n in lengths:
-    l = _ATT_BLOCK.value or 2 ** int(round(np.log2(np.sqrt(n))))
-    repeats = _REPEATS.value if n < 65536 else _ATT_LONG_REPEATS.value
+    l = FLAGS.attention_block or 2 ** int(round(np.log2(np.sqrt(n))))
+    repeats = FLAGS.repeats if n < 65536 else FLAGS.attention_long_repeats
     row = {'block': l, 'repeats': repeats, 'fwd_bwd_s': {}, 'peak_gib': {}}
     for p in patterns + ['dense']:
       row['fwd_bwd_s'][p] = row['peak_gib'][p] = None
       need = 3 * b * h * n * n * 4 / 2**30  # dense: scores, probabilities, their gradient
-      chunked = p == 'dense' and need > _ATT_DENSE_GB.value
-      if chunked and not _ATT_DENSE_CHUNK.value:
+      chunked = p == 'dense' and need > FLAGS.attention_dense_max_gb
+      if chunked and not FLAGS.attention_dense_chunk:
         row['dense_skipped'] = (f'its forward + backward needs about {need:.1f} GiB > '
-                                f'--attention_dense_max_gb={_ATT_DENSE_GB.value:g}')
+                                f'--attention_dense_max_gb={FLAGS.attention_dense_max_gb:g}')
       else:
         fn = functools.partial(attention.attend, pattern=p, block=l,
-                               summary=_ATT_SUMMARY.value, impl=_ATT_IMPL.value)
+                               summary=FLAGS.attention_summary, impl=FLAGS.attention_impl)
         if chunked:
-          fn = functools.partial(dense_in_chunks, chunk=_ATT_DENSE_CHUNK.value)
-          row['dense_in_chunks_of'] = _ATT_DENSE_CHUNK.value
+          fn = functools.partial(dense_in_chunks, chunk=FLAGS.attention_dense_chunk)
+          row['dense_in_chunks_of'] = FLAGS.attention_dense_chunk
         compiled, row['peak_gib'][p] = compile_attention(fn, (b, n, h, d), dtype)
         row['fwd_bwd_s'][p] = time_attention(compiled, (b, n, h, d), dtype, repeats)
         logging.info('attention %s, n=%d, l=%d: %.3f s forward + backward, %.3f GiB', p, n,
@@ -497,8 +503,8 @@ def bench_attention() -> dict:
                                        for p in patterns}
     by_length[str(n)] = row
   out = {'attention_batch': b, 'attention_heads': h, 'attention_head_dim': d,
-         'attention_summary': _ATT_SUMMARY.value, 'attention_dtype': dtype.name,
-         'attention_impl': _ATT_IMPL.value, 'attention_by_length': by_length,
+         'attention_summary': FLAGS.attention_summary, 'attention_dtype': dtype.name,
+         'attention_impl': FLAGS.attention_impl, 'attention_by_length': by_length,
          'attention_time_exponent': {p: _time_exponent(lengths, t) for p, t in seconds.items()}}
   config, source = _sparse_transformer_config()
   out['sampler_config_source'] = source
@@ -506,34 +512,35 @@ def bench_attention() -> dict:
   if config is None:
     logging.warning('no Sparse Transformer sampler figures: %s', source)
   else:
-    out.update(measure_sparse_sampler(config, [int(n) for n in _ATT_SAMPLER_SAMPLES.value],
-                                      _REPEATS.value))
+    out.update(measure_sampler(config, [int(n) for n in FLAGS.attention_sampler_samples],
+                               FLAGS.repeats))
   return out
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  if _WHAT.value == 'memory':
+  if FLAGS.what == 'memory':
     _fake_devices()
   distributed.initialize()
-  figures = {'what': _WHAT.value, 'machine': describe_machine()}
-  if _WHAT.value != 'input':
-    figures['config'] = json.loads(_CONFIG.value.to_json_best_effort())
+  figures = {'what': FLAGS.what, 'machine': describe_machine()}
+  if FLAGS.what != 'input':
+    figures['config'] = json.loads(FLAGS.config.to_json_best_effort())
   try:
     figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
                     'memory': bench_memory,
-                    'attention': bench_attention}[_WHAT.value]())
+                    'attention': bench_attention}[FLAGS.what]())
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():
     text = json.dumps(figures, indent=1, default=float)
     print(text)
-    if _JSON.value:
-      with open(_JSON.value, 'w') as f:
+    if FLAGS.json:
+      with open(FLAGS.json, 'w') as f:
         f.write(text + '\n')
   distributed.shutdown()
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

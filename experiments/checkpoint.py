@@ -9,16 +9,20 @@ are asynchronous, and every process takes part; a checkpoint appears only once c
 run killed mid-save resumes from the previous one. Kept: the last `config.checkpoint.keep`
 and every `keep_every`-th step.
 
-Where a run starts, in order: (1) the workdir's latest checkpoint, (2) `config.resume` (another
-run's workdir: its latest state and data position), (3) `config.init_from` (another workdir:
-parameters only),
-(4) scratch. The trainer implements the order; this module does the reading and writing.
+Where a run starts (`restore_or_init`), in order: (1) the workdir's latest checkpoint, (2)
+`config.resume` (another run's workdir: its latest state and data position), (3)
+`config.init_from` (another workdir: its parameters, in a fresh state), (4) scratch.
+
+`load(workdir)` reads any run's checkpoint as host arrays with its config, whatever the family
+or trainer that wrote it: the tree comes from the checkpoint's own metadata, not from a model.
 """
 
+from collections.abc import Callable
 import json
 import os
 
 from absl import logging
+from etils import epath
 import grain
 import jax
 import ml_collections
@@ -98,23 +102,70 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: dict,
   return mngr.restore(step, args=ocp.args.Composite(**items))['state']
 
 
+def restore_or_init(mngr: ocp.CheckpointManager, config: ml_collections.ConfigDict,
+                    workdir: str, abstract_state: dict, init: Callable[[], dict],
+                    batches=None) -> tuple[dict, str]:
+  """The run's first state, in the resume order of the module docstring; (state, how).
+
+  Args:
+    mngr: the workdir's manager.
+    config: the run's config (checked against any checkpoint it resumes from).
+    abstract_state: the state's sharded ShapeDtypeStructs (the restore target).
+    init: returns a fresh state (from config.seed), laid out as `abstract_state`.
+    batches: the data iterator, moved to the saved position where the source has one.
+  """
+  step = mngr.latest_step()
+  if step is not None:
+    check_compatible(saved_config(mngr, step), config, f'workdir {workdir}')
+    return restore(mngr, step, abstract_state, batches), f'resumed from step {step}'
+  for key, with_data in (('resume', True), ('init_from', False)):
+    if not config[key]:
+      continue
+    with manager(config[key], read_only=True) as src:
+      s = src.latest_step()
+      if s is None:
+        raise FileNotFoundError(f'config.{key}={config[key]}: no checkpoint in '
+                                f'{directory(config[key])}')
+      check_compatible(saved_config(src, s), config, f'config.{key}={config[key]}')
+      state = restore(src, s, abstract_state, batches if with_data else None)
+    if with_data:
+      return state, f'resumed from {config[key]} step {s}'
+    return dict(init(), params=state['params']), f'parameters from {config[key]} step {s}'
+  return init(), 'from scratch'
+
+
+def _step_of(mngr: ocp.CheckpointManager, workdir: str, step: int | None) -> int:
+  latest = mngr.latest_step()
+  step = latest if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'{directory(workdir)} holds no checkpoint')
+  if step not in mngr.all_steps():
+    raise FileNotFoundError(f'{directory(workdir)} has no step {step}; it has '
+                            f'{sorted(mngr.all_steps())}')
+  return step
+
+
+def saved_abstract(mngr: ocp.CheckpointManager, step: int,
+                   sharding_of: Callable[[tuple, tuple[int, ...]], jax.sharding.Sharding]):
+  """The saved state's tree as ShapeDtypeStructs from the checkpoint's metadata, each laid
+  out as sharding_of(path, shape): a restore target that needs no model."""
+  # Read by the state's handler itself: a manager learns its items' handlers only from a save
+  # or restore, so a fresh one reports no metadata for them.
+  path = epath.Path(str(mngr.directory)) / str(step) / 'state'
+  tree = ocp.StandardCheckpointHandler().metadata(path).tree
+  return jax.tree_util.tree_map_with_path(
+      lambda path, m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding_of(path, m.shape)),
+      tree, is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
+
+
 def load(workdir: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
   """(state as numpy arrays on this host, config) of a run's checkpoint; default the latest.
 
-  For notebooks and tools: needs no mesh, and runs on any number of devices.
+  For notebooks and tools: needs no mesh and no model, and runs on any number of devices.
   """
-  from experiments import train  # pylint: disable=g-import-not-at-top  (train imports us)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   with manager(workdir, read_only=True) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'{directory(workdir)} holds no checkpoint')
-    if step not in mngr.all_steps():
-      raise FileNotFoundError(f'{directory(workdir)} has no step {step}; it has '
-                              f'{sorted(mngr.all_steps())}')
+    step = _step_of(mngr, workdir, step)
     config = saved_config(mngr, step)
-    model = train.create_model(config)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                            train.abstract_state(config, model))
-    state = restore(mngr, step, abstract)
+    state = restore(mngr, step, saved_abstract(mngr, step, lambda path, shape: device))
   return jax.tree.map(np.asarray, state), config

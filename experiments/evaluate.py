@@ -1,28 +1,34 @@
-r"""Evaluates a run's checkpoints on a whole split: NLL in bits per sample, against the entropy of
-the split's code marginal.
+r"""Evaluates a run's checkpoints on a whole split with one of its evaluators (default: bits per
+sample, against the entropy of the split's code marginal).
 
     python -m experiments.evaluate --workdir=/tmp/wn [--step=N] [--split=validation|test] \
-        [--batch_size=8] [--crop_samples=N]
+        [--batch_size=8] [--crop_samples=N] [--eval=validation]
     python -m experiments.evaluate --workdir=/tmp/wn --follow [--poll_seconds=60]
+
+--eval names an entry of the run's config.evals (experiments/evaluators/): its type and
+settings, with --split, --batch_size and --crop_samples over them and no batch limit.
 
 Without --step: the latest checkpoint. With --follow: every checkpoint not yet in the results
 file, oldest first, as the trainer writes them, until the checkpoint of step
 `config.total_steps` has been evaluated (--timeout_seconds stops a wait for a run that died).
 
 Each checkpoint is restored onto the mesh of its saved config (`config.mesh` over this job's
-devices, so a run trained on 8 devices evaluates on 1), together with its optimizer state: the
-state is restored as it was saved, then only the parameters are used.
+devices, so a run trained on 8 devices evaluates on 1): its variables sharded as the model's
+logical axes say, the rest of the state (optimizer state) replicated, from the checkpoint's own
+tree, so any trainer's checkpoints evaluate.
 
-What is measured: every segment of the split once, in order (train.eval_batches with no batch
-limit), each from silence; position 0 of a segment is context only, so a split of segments of
-N_i samples counts sum(N_i - 1) predicted samples. --crop_samples evaluates one random crop of
-each segment instead (seeded, the same crops every time). The baseline is the entropy of the
-split's code histogram (train.marginal_entropy_bits): what a model that ignores context scores.
-It is computed once per split and dataset and cached in the results file.
+What is measured, for the likelihood evaluator (experiments/evaluators/likelihood.py): every
+segment of the split once, in order, each from silence; position 0 of a segment is context
+only, so a split of segments of N_i samples counts sum(N_i - 1) predicted samples.
+--crop_samples evaluates one random crop of each segment instead (seeded, the same crops every
+time). Its baseline is the entropy of the split's code histogram: what a model that ignores
+context scores. An evaluator's baseline is computed once per split and dataset and cached in
+the results file.
 
 Results, on process 0:
-  workdir/eval_<split>.json     {'split', 'marginal': {'input', 'entropy_bits'},
-                                 'steps': {'<step>': {'bits_per_sample', 'nll', 'samples', ...}}}
+  workdir/eval_<split>.json     {'split', 'baseline': {'input', 'eval', 'values'},
+                                 'steps': {'<step>': {'bits_per_sample', 'nll', 'samples',
+                                                      'marginal_entropy_bits', ...}}}
                                 replaced atomically (tmp + os.replace) after each checkpoint;
   workdir/tb/eval_<split>/      TensorBoard scalars '<split>/bits_per_sample', ... : a run beside
                                 the trainer's, so the whole-split curve overlays its periodic one.
@@ -39,13 +45,17 @@ from absl import logging
 import jax
 import ml_collections
 
+from data import specs
 from experiments import checkpoint
 from experiments import distributed
+from experiments import evaluators
 from experiments import metrics as metrics_lib
+from experiments import runtime
 from experiments import sharding
-from experiments import train
+from experiments import state as state_lib
+import models
 
-# The input keys that decide which samples a split holds (the marginal is cached per value).
+# The input keys that decide which samples a split holds (baselines are cached per value).
 _DATA_KEYS = ('dataset', 'manual_dir', 'data_dir', 'encoding', 'bits')
 
 
@@ -57,7 +67,7 @@ def read_results(workdir: str, split: str) -> dict:
   """The results file of `split`, or an empty one."""
   path = results_path(workdir, split)
   if not os.path.exists(path):
-    return {'split': split, 'marginal': None, 'steps': {}}
+    return {'split': split, 'baseline': None, 'steps': {}}
   with open(path, encoding='utf-8') as f:
     try:
       return json.load(f)
@@ -74,61 +84,74 @@ def _write_json(path: str, data: dict) -> None:
   os.replace(tmp, path)
 
 
-def marginal_entropy(config: ml_collections.ConfigDict, split: str, results: dict) -> float:
-  """Entropy of the split's code marginal in bits, from `results` if it was computed for the
-  same data, else computed and stored into `results['marginal']`."""
+def baseline(evaluator, config: ml_collections.ConfigDict, name: str, split: str,
+             results: dict) -> dict:
+  """The evaluator's baseline figures, from `results` if computed for the same data and
+  evaluator, else computed and stored into `results['baseline']` ({} without one)."""
+  if not hasattr(evaluator, 'baseline'):
+    return {}
   data = {k: config.input[k] for k in _DATA_KEYS}
-  cached = results.get('marginal')
-  if cached and cached['input'] == data:
-    return cached['entropy_bits']
+  cached = results.get('baseline')
+  if cached and cached['input'] == data and cached['eval'] == name:
+    return cached['values']
   t = time.perf_counter()
-  bits = train.marginal_entropy_bits(config, split)
-  logging.info('%s: code marginal entropy %.4f bits (%.1f s)', split, bits, time.perf_counter() - t)
-  results['marginal'] = {'input': data, 'entropy_bits': bits}
-  return bits
+  values = evaluator.baseline()
+  logging.info('%s baseline: %s (%.1f s)', split, values, time.perf_counter() - t)
+  results['baseline'] = {'input': data, 'eval': name, 'values': values}
+  return values
 
 
 @functools.lru_cache(maxsize=2)
-def _setup(config_json: str) -> dict:
-  """Mesh, abstract sharded state and jitted eval step of a saved config (given as JSON, so
-  that checkpoints of one run share one compiled step)."""
+def _setup(config_json: str, eval_name: str, split: str, batch_size: int,
+           crop_samples: int | None) -> dict:
+  """Mesh, the restore's shardings and the evaluator of a saved config (given as JSON, so that
+  checkpoints of one run share one compiled evaluator)."""
   config = ml_collections.ConfigDict(json.loads(config_json))
-  model = train.create_model(config)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.rules(config)
-  shardings = train.state_shardings(config, model, mesh, rules)
-  abstract = train.sharded_abstract_state(config, model, shardings)
+  family, model = models.family(config.model_name), models.create(config)
+  mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config)
+  shardings = state_lib.variable_shardings(family, model, specs.zeros_batch(config.input, 1),
+                                           mesh, rules)
   batch_sh = sharding.batch_sharding(mesh, rules)
-  return {'mesh': mesh, 'abstract': abstract, 'batch_sharding': batch_sh,
-          'eval_step': train.make_eval_step(config, model, rules, shardings['params'], batch_sh)}
+  if eval_name not in config.evals:
+    raise ValueError(f'--eval={eval_name}: the run\'s config.evals has '
+                     f'{", ".join(config.evals) or "no evaluators"}')
+  entry = config.evals[eval_name]
+  overrides = {k: v for k, v in (('split', split), ('batch_size', batch_size),
+                                 ('crop_samples', crop_samples), ('batches', None))
+               if k in entry}
+  context = evaluators.Context(config, family, model, mesh, rules, shardings, batch_sh)
+  return {'mesh': mesh, 'sharding_of': state_lib.restore_shardings(shardings, mesh),
+          'evaluator': evaluators.create(context, eval_name, entry, **overrides)}
 
 
 def _evaluate_step(mngr, workdir: str, step: int, split: str, batch_size: int | None,
-                   crop_samples: int | None, writer) -> dict:
+                   crop_samples: int | None, writer, eval_name: str = 'validation') -> dict:
   """Evaluates one checkpoint, records it in the results file and TensorBoard; returns the
   record."""
   t = time.perf_counter()
   config = checkpoint.saved_config(mngr, step)
-  batch_size = batch_size or config.evals.batch_size
-  s = _setup(config.to_json())
+  entry = config.evals.get(eval_name, {})
+  batch_size = batch_size or entry.get('batch_size')
+  s = _setup(config.to_json(), eval_name, split, batch_size, crop_samples)
   with jax.set_mesh(s['mesh']):
-    params = checkpoint.restore(mngr, step, s['abstract'])['params']
-    batches = train.eval_batches(config, split, batch_size, crop_samples, s['batch_sharding'])
-    metrics = train.evaluate(s['eval_step'], params, batches)
-  del params
+    state = checkpoint.restore(mngr, step, checkpoint.saved_abstract(mngr, step,
+                                                                     s['sharding_of']))
+    metrics = s['evaluator'].run(state)
+  del state
   results = read_results(workdir, split)
-  record = dict(metrics, step=step, split=split, batch_size=batch_size,
+  record = dict(metrics, step=step, split=split, eval=eval_name, batch_size=batch_size,
                 crop_samples=crop_samples, total_steps=config.total_steps,
-                marginal_entropy_bits=marginal_entropy(config, split, results),
+                **baseline(s['evaluator'], config, eval_name, split, results),
                 wall_s=time.perf_counter() - t)
-  logging.info('step %d %s: %.4f bits/sample over %d samples (code marginal %.4f bits), %.1f s',
-               step, split, record['bits_per_sample'], record['samples'],
-               record['marginal_entropy_bits'], record['wall_s'])
+  logging.info('step %d %s: %s, %.1f s', step, split, ' '.join(
+      f'{k}={v:.4f}' for k, v in record.items() if k in metrics or k.endswith('_bits')),
+               record['wall_s'])
   if jax.process_index() == 0:
     results['steps'][str(step)] = record
     _write_json(results_path(workdir, split), results)
-    writer.scalars(step, {f'{split}/{k}': record[k] for k in
-                          ('bits_per_sample', 'nll', 'samples', 'marginal_entropy_bits')})
+    writer.scalars(step, {f'{split}/{k}': v for k, v in record.items()
+                          if isinstance(v, (int, float)) and k not in (
+                              'step', 'batch_size', 'crop_samples', 'total_steps', 'wall_s')})
   return record
 
 
@@ -137,18 +160,21 @@ def _writer(workdir: str, split: str) -> metrics_lib.Writer:
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None, split: str = 'validation',
-                        batch_size: int | None = None, crop_samples: int | None = None) -> dict:
+                        batch_size: int | None = None, crop_samples: int | None = None,
+                        eval_name: str = 'validation') -> dict:
   """Evaluates one checkpoint of `workdir` (default the latest) on the whole of `split`.
 
   Args:
     workdir: the training run's directory.
     step: the checkpoint; None: the latest.
     split: 'train', 'validation' or 'test'.
-    batch_size: global eval batch; None: the saved config.evals.batch_size.
+    batch_size: global eval batch; None: the evaluator's in the saved config.
     crop_samples: None: whole segments; else one crop of each segment.
+    eval_name: the entry of the saved config.evals to run.
 
   Returns:
-    {'step', 'nll' (nats), 'bits_per_sample', 'samples', 'marginal_entropy_bits', ...}, also
+    the evaluator's figures (likelihood: 'nll' (nats), 'bits_per_sample', 'samples') with
+    'step', its baseline ('marginal_entropy_bits'), ..., also
     written to the results file and TensorBoard (module docstring).
 
   Raises:
@@ -165,7 +191,8 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, split: str = 'val
                               f'it has steps {steps}')
     writer = _writer(workdir, split)
     try:
-      return _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer)
+      return _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer,
+                            eval_name)
     finally:
       writer.close()
 
@@ -184,7 +211,7 @@ def _finished(records: dict) -> bool:
 
 def follow(workdir: str, split: str = 'validation', batch_size: int | None = None,
            crop_samples: int | None = None, poll_seconds: float = 60.,
-           timeout_seconds: float | None = None) -> dict:
+           timeout_seconds: float | None = None, eval_name: str = 'validation') -> dict:
   """Evaluates each checkpoint of `workdir` not yet in its results file, as it appears, until
   the checkpoint of step config.total_steps is evaluated; returns {step: record} of this call.
 
@@ -212,7 +239,8 @@ def follow(workdir: str, split: str = 'validation', batch_size: int | None = Non
           time.sleep(poll_seconds)
           continue
         try:
-          record = _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer)
+          record = _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer,
+                                  eval_name)
         except Exception:  # pylint: disable=broad-except  (orbax's error for a deleted step varies)
           mngr.reload()
           if step in mngr.all_steps():
@@ -232,11 +260,12 @@ def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'The training run to evaluate.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_enum('split', 'validation', ['train', 'validation', 'test'], 'Split.')
-  flags.DEFINE_integer('batch_size', None, 'Global batch; default config.evals.batch_size.')
+  flags.DEFINE_integer('batch_size', None, "Global batch; default the evaluator's.")
   flags.DEFINE_integer('crop_samples', None, 'Evaluate one crop of each segment; default whole '
                        'segments.')
   flags.DEFINE_bool('follow', False, 'Evaluate each new checkpoint until the last.')
   flags.DEFINE_float('poll_seconds', 60., 'With --follow: seconds between looks.')
+  flags.DEFINE_string('eval', 'validation', 'The entry of the run\'s config.evals to run.')
   flags.DEFINE_float('timeout_seconds', None, 'With --follow: give up after this long without a '
                      'new checkpoint; default never.')
 
@@ -250,14 +279,13 @@ def main(argv):
   if f.follow and f.step is not None:
     raise app.UsageError('--follow evaluates every checkpoint: leave out --step')
   logging.set_verbosity(logging.INFO)
-  try:
+  with runtime.one_line_errors('evaluate'):
     distributed.initialize()
     if f.follow:
-      follow(f.workdir, f.split, f.batch_size, f.crop_samples, f.poll_seconds, f.timeout_seconds)
+      follow(f.workdir, f.split, f.batch_size, f.crop_samples, f.poll_seconds, f.timeout_seconds,
+             f.eval)
     else:
-      evaluate_checkpoint(f.workdir, f.step, f.split, f.batch_size, f.crop_samples)
-  except (FileNotFoundError, ValueError, TimeoutError) as e:
-    raise SystemExit(f'evaluate: {e}') from None
+      evaluate_checkpoint(f.workdir, f.step, f.split, f.batch_size, f.crop_samples, f.eval)
   distributed.shutdown()
 
 

@@ -17,8 +17,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from data import specs
 from experiments import sharding
+from experiments import state as state_lib
 from experiments import train
+import models
 
 GIB = 2 ** 30
 
@@ -38,14 +41,10 @@ def parse_mesh(text: str) -> ml_collections.ConfigDict:
   return out
 
 
-def _abstract_batch(config, model, batch_sharding) -> dict:
-  """ShapeDtypeStructs of a training batch of the config's global size."""
-  b, t = config.input.batch_size, config.input.crop_samples
-  out = {'audio': jax.ShapeDtypeStruct((b, t), np.int32, sharding=batch_sharding)}
-  for k in config.local_features:
-    out[k] = jax.ShapeDtypeStruct((b, -(-t // model.hop_length), 88), np.uint8,
-                                  sharding=batch_sharding)
-  return out
+def _abstract_batch(config, batch_sharding) -> dict:
+  """ShapeDtypeStructs of a training batch of the config's global size (data/specs.py)."""
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+          for k, (shape, dtype) in specs.batch_spec(config.input).items()}
 
 
 def _tree_bytes_per_device(tree) -> int:
@@ -65,15 +64,16 @@ def plan(config: ml_collections.ConfigDict, devices: list | None = None,
   aliased, temporaries, peak = arguments + outputs - aliased + temporaries), in GiB too, and
   whether the peak fits `device_memory_gb` if given.
   """
-  model = train.create_model(config)
+  family, model = models.family(config.model_name), models.create(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules(config)
-  shardings = train.state_shardings(config, model, mesh, rules)
-  state = train.sharded_abstract_state(config, model, shardings)
+  init = train.init_fn(config, family, model)
+  shardings = state_lib.shardings(init, mesh, rules)
+  state = state_lib.sharded_abstract(init, shardings)
   batch_sh = sharding.batch_sharding(mesh, rules)
-  batch = _abstract_batch(config, model, batch_sh)
-  step = train.make_train_step(config, model, train.make_optimizer(config), rules, shardings,
-                               batch_sh)
+  batch = _abstract_batch(config, batch_sh)
+  step = train.make_train_step(config, family, model, train.make_optimizer(config), rules,
+                               shardings, batch_sh)
   with jax.set_mesh(mesh):
     compiled = step.lower(state, batch).compile()
   stats = compiled.memory_analysis()

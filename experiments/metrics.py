@@ -1,5 +1,6 @@
 """TensorBoard output (scalars, audio, spectrogram images) and progress lines, process 0 only."""
 
+import dataclasses
 import os
 import time
 
@@ -8,6 +9,13 @@ import jax
 import numpy as np
 import scipy.signal
 import tensorboardX
+
+
+@dataclasses.dataclass
+class Audio:
+  """A float wave [N] in [-1, 1] at `rate` Hz, as an evaluator's result."""
+  wave: np.ndarray
+  rate: int
 
 
 class Writer:
@@ -32,6 +40,14 @@ class Writer:
       self._tb.add_image(f'{name}_spectrogram', spectrogram_image(wave), step,
                          dataformats='HW')
       self._tb.flush()
+
+  def write(self, step: int, prefix: str, values: dict) -> None:
+    """An evaluator's results: scalars as '<prefix>/<key>', Audio as '<prefix>' clips."""
+    self.scalars(step, {f'{prefix}/{k}': v for k, v in values.items()
+                        if not isinstance(v, Audio)})
+    for k, v in values.items():
+      if isinstance(v, Audio):
+        self.audio(step, prefix if k == 'audio' else f'{prefix}/{k}', v.wave, v.rate)
 
   def close(self) -> None:
     if self._tb:

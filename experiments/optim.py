@@ -1,5 +1,8 @@
-"""The optimiser of `config.optim`: Adam(W), warm-up then decay, clipping, non-finite skipping."""
+"""The optimiser of `config.optim`: Adam(W), warm-up then decay, clipping, non-finite skipping;
+and gradients accumulated over microbatches."""
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -40,3 +43,30 @@ def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientT
 def nonfinite_count(opt_state) -> tuple:
   """(consecutive, total) skipped non-finite steps of an apply_if_finite state."""
   return opt_state.notfinite_count, opt_state.total_notfinite
+
+
+def accumulate(grad_fn, params, model_state: dict, batch: dict, n: int, rng):
+  """`grad_fn(params, model_state, batch, rng) -> ((loss, (metrics, model_state)), grads)`
+  over `n` microbatches of `batch`, each spread over the data axis like the whole (rows
+  i n + j go to microbatch j): the mean loss, metrics and gradients (metrics['weight'] summed),
+  and the model state threaded through them in order. Microbatch j draws with
+  fold_in(rng, j)."""
+  if n == 1:
+    return grad_fn(params, model_state, batch, rng)
+  micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1),
+                       batch)
+
+  def body(carry, xs):
+    acc, state = carry
+    mb, j = xs
+    (loss, (metrics, state)), grads = grad_fn(params, state, mb, jax.random.fold_in(rng, j))
+    return (jax.tree.map(jnp.add, acc, (loss, metrics, grads)), state), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  (loss, (metrics, _)), grads = jax.eval_shape(grad_fn, params, model_state, first, rng)
+  zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (loss, metrics, grads))
+  (total, state), _ = jax.lax.scan(body, (zero, model_state), (micro, jnp.arange(n)))
+  loss, metrics, grads = jax.tree.map(lambda x: x / n, total)  # equal-sized microbatches
+  if 'weight' in metrics:
+    metrics = dict(metrics, weight=total[1]['weight'])
+  return (loss, (metrics, state)), grads

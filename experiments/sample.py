@@ -4,19 +4,21 @@ r"""Audio from a checkpoint, written as 16-bit .wav files.
         [--step=N] [--temperature=1.0] [--seed=0] [--chunk_seconds=1] \
         [--prompt=piece.wav --prompt_seconds=2] [--midi=piece.mid] [--global_id=K]
 
-Streams `num_samples` at once through the model's cached sampler (`models/<name>.generate`)
-and appends each chunk of `chunk_seconds` to its file as it comes (soundfile in write mode), so
+Streams `num_samples` at once through the family's `generate` (models/__init__.py: float
+audio chunks, the same call for every family) and appends each chunk of `chunk_seconds` to its file as it comes (soundfile in write mode), so
 minutes of audio take the memory of one chunk. Prints progress and the realtime factor: seconds
 of audio per second of wall time, per stream (the first chunk includes compilation).
 
   --prompt    a wav (any rate, mixed to mono, resampled to the model's rate with soxr, cut to
-              --prompt_seconds, encoded like the training data) that every stream continues; the
-              file holds the prompt as the model saw it (quantised codes, decoded) and then the
+              --prompt_seconds) that every stream continues; the file holds the prompt as the
+              model saw it (through the training data's encoding and back) and then the
               continuation.
-  --midi      a MIDI file for a MIDI-conditioned model: its pianoroll, onsets and velocities on
-              the model's frame grid (data/midi.py), scaled and ordered by train.model_inputs as
-              in training, covering prompt and continuation (both start at the MIDI's time 0).
+  --midi      a MIDI file for a model conditioned on frame features (`Model.conditions`): its
+              pianoroll, onsets and velocities on the dataset's frame grid (data/midi.py),
+              covering prompt and continuation (both start at the MIDI's time 0), passed as the
+              conditioning dict of batch keys; the family transforms them as in training.
               --seconds defaults to the MIDI's length less the prompt.
+  --global_id the id of a model conditioned on a key of global ids (e.g. 'instrument').
 
 Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1. Launched as several
 processes (launch/local.sh, SLURM, a TPU pod), each process samples a contiguous slice of the
@@ -36,23 +38,23 @@ import soundfile as sf
 
 from data import audio as audio_lib
 from data import midi as midi_lib
-from data import pipeline
+from data import specs
 from experiments import checkpoint
 from experiments import distributed
-from experiments import train
+from experiments import runtime
+from experiments import state as state_lib
+import models
 
 
-def encode(input_config: ml_collections.ConfigDict, wave: np.ndarray) -> np.ndarray:
-  """Float audio in [-1, 1] -> int32 codes, as the input pipeline encodes training audio."""
-  if input_config.encoding in ('mu_law', 'linear'):
-    return pipeline.encode(wave, input_config.encoding, input_config.bits)
-  raise ValueError(f'config.input.encoding={input_config.encoding!r}: sampling needs coded audio '
-                   "('mu_law' or 'linear')")
+def as_seen(input_config: ml_collections.ConfigDict, wave: np.ndarray) -> np.ndarray:
+  """Float audio as the model sees it: through the training data's encoding and back."""
+  return audio_lib.decode(audio_lib.encode(wave, input_config.encoding, input_config.bits),
+                          input_config.encoding, input_config.bits)
 
 
 def load_prompt(config: ml_collections.ConfigDict, path: str,
                 seconds: float | None = None) -> np.ndarray:
-  """A wav file as the codes [P] of the model's rate and encoding; the first `seconds` of it.
+  """A wav file as float audio [P] at the model's rate; the first `seconds` of it.
 
   Raises:
     AudioError: the file is missing or does not decode.
@@ -60,28 +62,37 @@ def load_prompt(config: ml_collections.ConfigDict, path: str,
   wave, rate = audio_lib.read_audio(path)  # [N] mono
   if seconds is not None:
     wave = wave[:int(round(seconds * rate))]
-  wave = audio_lib.resample(wave, rate, train.sample_rate(config))
+  wave = audio_lib.resample(wave, rate, specs.sample_rate(config.input))
   if not len(wave):
     raise audio_lib.AudioError(f'{path}: the prompt holds no samples (--prompt_seconds={seconds})')
-  return encode(config.input, wave)
+  return wave.astype(np.float32)
+
+
+def _frame_keys(model) -> tuple[str, ...]:
+  return tuple(k for k in model.conditions if k in specs.FRAME_FEATURES)
+
+
+def _id_keys(model) -> tuple[str, ...]:
+  return tuple(k for k in model.conditions if k not in specs.FRAME_FEATURES)
 
 
 def midi_features(config: ml_collections.ConfigDict, model, path: str,
-                  num_samples: int) -> np.ndarray:
-  """Local conditioning [1, F, D] of a MIDI file covering `num_samples` samples from its time 0.
+                  num_samples: int) -> dict:
+  """The model's frame-feature conditioning {key: [1, F, 88]} of a MIDI file, covering
+  `num_samples` samples from its time 0 on the dataset's frame grid.
 
   Raises:
     MidiError: the file is missing, does not parse or holds no notes.
   """
   notes = midi_lib.load_notes(path)
-  frames = midi_lib.frame_features(notes, -(-num_samples // model.hop_length), model.hop_length,
-                                   train.sample_rate(config))
-  unknown = [k for k in config.local_features if k not in frames]
+  hop = specs.dataset(config.input.dataset).hop_length
+  frames = midi_lib.frame_features(notes, -(-num_samples // hop), hop,
+                                   specs.sample_rate(config.input))
+  unknown = [k for k in _frame_keys(model) if k not in frames]
   if unknown:
-    raise ValueError(f'config.local_features={tuple(config.local_features)}: {unknown} do not '
-                     f'come from MIDI (expected a subset of {tuple(frames)})')
-  batch = {'audio': np.zeros((1, 1), np.int32), **{k: v[None] for k, v in frames.items()}}
-  return np.asarray(train.model_inputs(config, batch)['local'])  # [1, F, D]
+    raise ValueError(f'the model is conditioned on {unknown}, which do not come from MIDI '
+                     f'(it gives {tuple(frames)})')
+  return {k: frames[k][None] for k in _frame_keys(model)}
 
 
 def midi_seconds(path: str) -> float:
@@ -89,52 +100,47 @@ def midi_seconds(path: str) -> float:
   return midi_lib.load_notes(path).end_time
 
 
-def generate_audio(config: ml_collections.ConfigDict, model, params: dict, rng: jax.Array,
+def generate_audio(config: ml_collections.ConfigDict, model, variables: dict, rng: jax.Array,
                    num_streams: int, num_samples: int, prompt: np.ndarray | None = None,
-                   local: np.ndarray | None = None, global_id: int | None = None,
-                   temperature: float = 1.0, chunk_samples: int = 16000,
-                   first_stream: int = 0) -> Iterator[np.ndarray]:
+                   cond: dict | None = None, temperature: float = 1.0,
+                   chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
   """Yields float audio chunks [B, <= chunk_samples] of `num_samples` new samples per stream.
 
   Args:
-    config, model, params: the saved config, its model and parameters (e.g. checkpoint.load).
+    config, model, variables: the saved config, its model and variables (e.g. from
+      checkpoint.load and experiments/state.variables).
     rng: PRNG key of the draws.
     num_streams: B, independent streams.
-    prompt: codes [P] every stream continues (not yielded); None: from silence.
-    local: frame features [1, F, D] covering prompt and continuation (e.g. `midi_features`).
-    global_id: the id of a globally conditioned model.
-    temperature, chunk_samples, first_stream: as models/<name>.generate.
+    prompt: float audio [P] every stream continues (not yielded); None: from silence.
+    cond: conditioning of batch keys, each with a leading axis of 1 (e.g. `midi_features`,
+      global ids [1]), repeated for every stream.
+    temperature, chunk_samples, first_stream: as the family's `generate`.
   """
   kwargs = {}
   if prompt is not None:
-    kwargs['prompt'] = np.repeat(np.asarray(prompt, np.int32)[None], num_streams, axis=0)
-  if local is not None:
-    kwargs['local'] = np.repeat(np.asarray(local, np.float32), num_streams, axis=0)
-  if global_id is not None:
-    kwargs['global_ids'] = np.full((num_streams,), global_id, np.int32)
-  module = train.model_module(config)
-  for codes in module.generate(model, {'params': params}, rng, num_samples, batch=num_streams,
-                               temperature=temperature, chunk_samples=chunk_samples,
-                               first_stream=first_stream, **kwargs):
-    yield train.decode(config.input, codes)  # [B, n]
+    kwargs['prompt'] = np.repeat(np.asarray(prompt, np.float32)[None], num_streams, axis=0)
+  if cond:
+    kwargs['cond'] = {k: np.repeat(np.asarray(v), num_streams, axis=0) for k, v in cond.items()}
+  family = models.family(config.model_name)
+  yield from family.generate(model, variables, rng, num_samples, batch=num_streams,
+                             temperature=temperature, chunk_samples=chunk_samples,
+                             first_stream=first_stream, **kwargs)  # [B, n]
 
 
-def _check_conditioning(config, workdir: str, midi: str | None, global_id: int | None) -> None:
-  if midi is not None and not config.local_features:
-    raise ValueError(f'--midi={midi}: the model in {workdir} is not MIDI-conditioned '
-                     '(config.local_features is empty)')
-  if midi is None and config.local_features:
-    raise ValueError(f'{workdir}: the model is conditioned on '
-                     f'{tuple(config.local_features)}; pass --midi=file.mid')
-  if global_id is not None and not config.global_key:
-    raise ValueError(f'--global_id={global_id}: the model in {workdir} is not globally '
-                     'conditioned (config.global_key is None)')
-  if global_id is None and config.global_key:
-    n = config.model.num_global
-    raise ValueError(f'{workdir}: the model is conditioned on {config.global_key!r}; pass '
-                     f'--global_id in 0..{n - 1}')
-  if global_id is not None and not 0 <= global_id < config.model.num_global:
-    raise ValueError(f'--global_id={global_id}: expected 0..{config.model.num_global - 1}')
+def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | None) -> None:
+  frame_keys, id_keys = _frame_keys(model), _id_keys(model)
+  if midi is not None and not frame_keys:
+    raise ValueError(f'--midi={midi}: the model in {workdir} is not conditioned on frame '
+                     'features')
+  if midi is None and frame_keys:
+    raise ValueError(f'{workdir}: the model is conditioned on {frame_keys}; pass --midi=file.mid')
+  if global_id is not None and not id_keys:
+    raise ValueError(f'--global_id={global_id}: the model in {workdir} is not conditioned on '
+                     'global ids')
+  if global_id is None and id_keys:
+    raise ValueError(f'{workdir}: the model is conditioned on {id_keys[0]!r}; pass --global_id')
+  if len(id_keys) > 1:
+    raise ValueError(f'{workdir}: the model reads several id keys {id_keys}; --global_id sets one')
 
 
 def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
@@ -165,11 +171,11 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
     raise ValueError(f'--num_samples={num_samples}: expected at least 1')
   state, config = checkpoint.load(workdir, step)
   step = int(state['step'])
-  _check_conditioning(config, workdir, midi, global_id)
-  model = train.create_model(config)
-  rate = train.sample_rate(config)
-  codes = None if prompt is None else load_prompt(config, prompt, prompt_seconds)  # [P]
-  n_prompt = 0 if codes is None else len(codes)
+  model = models.create(config)
+  _check_conditioning(model, workdir, midi, global_id)
+  rate = specs.sample_rate(config.input)
+  wave = None if prompt is None else load_prompt(config, prompt, prompt_seconds)  # [P]
+  n_prompt = 0 if wave is None else len(wave)
   if seconds is None:
     if midi is None:
       raise ValueError('--seconds is required without --midi')
@@ -181,8 +187,10 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   n = int(round(seconds * rate))
   if n < 1:
     raise ValueError(f'--seconds={seconds}: expected at least one sample of new audio')
-  # Without a prompt the sampler starts from one silent code at position 0 (not written).
-  local = None if midi is None else midi_features(config, model, midi, max(n_prompt, 1) + n)
+  # Without a prompt a code sampler starts from one silent code at position 0 (not written).
+  cond = {} if midi is None else midi_features(config, model, midi, max(n_prompt, 1) + n)
+  if global_id is not None:
+    cond[_id_keys(model)[0]] = np.array([global_id], np.int32)
   chunk = max(1, int(round(chunk_seconds * rate)))
   os.makedirs(out_dir, exist_ok=True)
   # Processes share the files: each samples a contiguous slice of the streams, numbered as one
@@ -197,28 +205,27 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
       + (f', over {jax.process_count()} processes' if jax.process_count() > 1 else ''),
       flush=True)
   if lo < hi:
-    _write(config, model, state['params'], paths, n, codes, local, global_id, temperature,
-           seed, chunk, lo, say)
+    _write(config, model, state_lib.variables(state), paths, n, wave, cond, temperature, seed,
+           chunk, lo, say)
   distributed.sync('sample')
   return paths
 
 
-def _write(config, model, params, paths, n, codes, local, global_id, temperature, seed, chunk,
+def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, chunk,
            first_stream, say) -> None:
   """Streams the files `paths` (streams first_stream, ...) chunk by chunk."""
-  rate = train.sample_rate(config)
+  rate = specs.sample_rate(config.input)
   files = [sf.SoundFile(p, 'w', samplerate=rate, channels=1, subtype='PCM_16', format='WAV')
            for p in paths]
   try:
-    if codes is not None:
-      head = audio_lib.to_int16(train.decode(config.input, codes))
+    if prompt is not None:
+      head = audio_lib.to_int16(as_seen(config.input, prompt))
       for f in files:
         f.write(head)
     t0 = t = time.perf_counter()
     done = 0
-    for wave in generate_audio(config, model, params, jax.random.key(seed), len(paths), n,
-                               codes, local, global_id, temperature, chunk,
-                               first_stream):  # [B, c]
+    for wave in generate_audio(config, model, variables, jax.random.key(seed), len(paths), n,
+                               prompt, cond, temperature, chunk, first_stream):  # [B, c]
       for f, w in zip(files, wave):
         f.write(audio_lib.to_int16(w))
       now = time.perf_counter()
@@ -257,12 +264,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if f.workdir is None or f.out is None:
     raise app.UsageError('--workdir and --out are required')
-  try:
+  with runtime.one_line_errors('sample'):
     distributed.initialize()
     sample(f.workdir, f.num_samples, f.seconds, f.out, f.step, f.temperature, f.prompt,
            f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id)
-  except (FileNotFoundError, ValueError) as e:  # AudioError and MidiError are ValueErrors
-    raise SystemExit(f'sample: {e}') from None
   distributed.shutdown()
 
 

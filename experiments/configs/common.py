@@ -1,11 +1,17 @@
-"""What every experiment config shares: argument parsing and the sections every trainer reads."""
+"""What every experiment config shares: argument parsing, the sections every trainer reads,
+and the runlocal settings.
+
+Configs import no JAX, grain or TFDS (a test holds them to it): `launch/sweep.py` reads them on
+a login node, and a typo in one shows without starting a backend. The data facts come from
+data/specs.py, which is plain Python.
+"""
 
 import importlib.util
 import os
 
 import ml_collections
 
-from data import pipeline
+from data import specs
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -38,13 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Gradients accumulated over this many slices of each batch: less activation memory, and on
   # CPUs activations that stay in cache (faster); 1 on accelerators unless memory is short.
   c.microbatches = 1
-  c.input = pipeline.default_config()
-  c.model_name = ''
+  c.input = specs.input_config()
+  c.model_name = ''  # models/<model_name>
+  # Model(**c.model); models.create adds the data facts (sample rate, hop, encoding, number of
+  # classes, conditioning width) from c.input: set them there, not here.
   c.model = ml_collections.ConfigDict()
-  # Batch keys fed to the model: frame features concatenated as local conditioning (velocities
-  # scaled to [0, 1]), and an int32 [B] key of global ids (None: unconditional).
-  c.local_features = ()
-  c.global_key = ml_collections.config_dict.placeholder(str)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # 'adam' or 'adamw'
@@ -63,15 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding_rules = (('batch', 'data'), ('mlp', 'model'), ('time', None), ('embed', None),
                       ('skip', None), ('vocab', None), ('cond', None))
 
+  # Evaluators by name (experiments/evaluators/<type>.py), each run every `every_steps` and at
+  # the last step (0: never); experiments/evaluate.py runs them over a workdir's checkpoints.
   c.evals = ml_collections.ConfigDict()
-  c.evals.split = 'validation'
-  c.evals.every_steps = 1000
-  c.evals.batches = 8  # batches of the periodic validation (evaluate.py reads the whole split)
-  c.evals.batch_size = 16
-  c.evals.crop_samples = ml_collections.config_dict.placeholder(int)  # None: whole segments
-  c.evals.sample_every_steps = 5000  # audio + spectrogram to TensorBoard; 0: never
-  c.evals.sample_seconds = 2.0
-  c.evals.temperature = 1.0
+  c.evals.validation = likelihood_eval()
+  c.evals.sample = samples_eval()
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 1000
@@ -85,6 +85,42 @@ def base_config() -> ml_collections.ConfigDict:
   c.resume = ml_collections.config_dict.placeholder(str)
   c.init_from = ml_collections.config_dict.placeholder(str)
   return c
+
+
+def likelihood_eval(every_steps: int = 1000, split: str = 'validation', batches: int = 8,
+                    batch_size: int = 16) -> ml_collections.ConfigDict:
+  """Bits per sample on `batches` global batches of `split` (evaluate.py: the whole split)."""
+  return ml_collections.ConfigDict({
+      'type': 'likelihood', 'every_steps': every_steps, 'split': split, 'batches': batches,
+      'batch_size': batch_size,
+      'crop_samples': ml_collections.config_dict.placeholder(int)})  # None: whole segments
+
+
+def samples_eval(every_steps: int = 5000, seconds: float = 2.0) -> ml_collections.ConfigDict:
+  """An audio clip and its spectrogram to TensorBoard."""
+  return ml_collections.ConfigDict({'type': 'samples', 'every_steps': every_steps,
+                                    'seconds': seconds, 'temperature': 1.0,
+                                    'split': 'validation'})
+
+
+def runlocal(c: ml_collections.ConfigDict, total_steps: int, learning_rate: float,
+             microbatches: int, evals_every: int, log_every: int) -> None:
+  """The laptop settings every family shares: the embedded corpus at 16 kHz (built on first
+  use), batch 8 x 2,048 samples, validation on 4 batches of 8 crops of 8,192 samples, a 1 s
+  sample at the end, checkpoints with each validation."""
+  c.input.dataset = '16k'
+  c.input.manual_dir = None
+  c.input.batch_size = 8
+  c.input.crop_samples = 2048
+  c.microbatches = microbatches
+  c.total_steps = total_steps
+  c.log_every_steps = log_every
+  c.optim.learning_rate = learning_rate
+  c.optim.warmup_steps = 50
+  c.evals.validation.update(every_steps=evals_every, batches=4, batch_size=8, crop_samples=8192)
+  c.evals.sample.update(every_steps=total_steps, seconds=1.0)
+  c.checkpoint.every_steps = evals_every
+  c.checkpoint.keep_every = 0
 
 
 def load_module(path: str):

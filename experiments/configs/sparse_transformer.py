@@ -52,7 +52,7 @@ from experiments.configs import common
 
 # The paper's audio model keeps 152 M parameters at every context; only the block (~sqrt of
 # the context) changes with it.
-PAPER = dict(num_classes=256, max_length=65536, num_layers=48, embed_dim=512, num_heads=16,
+PAPER = dict(max_length=65536, num_layers=48, embed_dim=512, num_heads=16,
              mlp_dim=2048, block=256, summary=8, attention='strided', combine='heads',
              positions='rope', remat=True, attention_impl='auto', dtype='float32',
              param_dtype='float32')
@@ -77,33 +77,16 @@ def get_config(arg: str | None = None):
   # Heads and MLP channels split over `model`; everything else replicated but the batch.
   c.sharding_rules = (('batch', 'data'), ('heads', 'model'), ('mlp', 'model'), ('time', None),
                       ('embed', None), ('kv', None), ('vocab', None))
-  c.evals.batch_size = 8
-  c.evals.crop_samples = None  # whole segments: one 65,536-sample window each
-  c.evals.sample_seconds = 2.0
+  c.evals.validation.batch_size = 8  # whole segments: one 65,536-sample window each
 
   if arg.bf16:
     c.model.dtype = 'bfloat16'
 
   if arg.runlocal:
-    c.input.dataset = '16k'  # the embedded corpus, built on first use
-    c.input.manual_dir = None
-    c.input.batch_size = 8
-    c.input.crop_samples = 2048
+    common.runlocal(c, total_steps=400, learning_rate=1e-2, evals_every=200, log_every=50,
+                    microbatches=4)  # 4: 1.5x the throughput of whole batches on 2 cores
     c.model.update(max_length=2048, block=64, summary=4, num_layers=4, embed_dim=64,
                    num_heads=4, mlp_dim=256, remat=False)
-    c.microbatches = 4  # 1.5x the throughput of whole batches on a 2-core CPU
-    c.total_steps = 400
-    c.log_every_steps = 50
-    c.optim.learning_rate = 1e-2
-    c.optim.warmup_steps = 50
-    c.evals.every_steps = 200
-    c.evals.batches = 4
-    c.evals.batch_size = 8
-    c.evals.crop_samples = 8192
-    c.evals.sample_every_steps = 400
-    c.evals.sample_seconds = 1.0
-    c.checkpoint.every_steps = 200
-    c.checkpoint.keep_every = 0
   return c
 
 

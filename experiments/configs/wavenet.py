@@ -38,10 +38,11 @@ def get_config(arg: str | None = None):
   arg = common.parse_arg(arg, runlocal=False, midi=False, peer=False, bf16=False)
   c = common.base_config()
   c.model_name = 'wavenet'
-  c.model = dict(num_classes=256, residual_channels=128, gate_channels=256, skip_channels=256,
-                 kernel_size=2, num_layers=40, dilation_cycle=10, output='softmax',
-                 num_mixtures=10, num_global=0, global_channels=16, local_features=0,
-                 local_channels=64, hop_length=0, dtype='float32', param_dtype='float32')
+  # num_classes (2^input.bits), hop_length and local_features come from c.input.
+  c.model = dict(residual_channels=128, gate_channels=256, skip_channels=256, kernel_size=2,
+                 num_layers=40, dilation_cycle=10, output='softmax', num_mixtures=10,
+                 num_global=0, global_key=None, global_channels=16, local_keys=(),
+                 local_channels=64, dtype='float32', param_dtype='float32')
   c.input.dataset = '16k'
   c.input.encoding = 'mu_law'
   c.input.bits = 8
@@ -58,32 +59,16 @@ def get_config(arg: str | None = None):
     c.microbatches = 4  # CPU: 1.4x the throughput of whole batches (set 1 on accelerators)
 
   if arg.midi:
-    c.local_features = ('pianoroll', 'onsets', 'velocities')
-    c.input.frame_features = c.local_features
-    c.model.update(local_features=3 * 88, hop_length=512)
+    c.input.frame_features = ('pianoroll', 'onsets', 'velocities')
+    c.model.local_keys = c.input.frame_features  # held for the dataset's hop
 
   if arg.bf16:
     c.model.dtype = 'bfloat16'  # compute; parameters and optimizer state stay float32
 
   if arg.runlocal:
-    c.input.dataset = '16k'  # the embedded corpus, built on first use
-    c.input.manual_dir = None
-    c.input.batch_size = 8
-    c.input.crop_samples = 2048
+    common.runlocal(c, total_steps=1200, learning_rate=3e-3, evals_every=400, log_every=100,
+                    microbatches=8)  # 8: 1.9x the throughput of whole batches on 2 cores
     c.model.update(residual_channels=32, gate_channels=64, skip_channels=64, num_layers=10)
-    c.microbatches = 8  # 1.9x the throughput of whole batches on a 2-core CPU
-    c.total_steps = 1200
-    c.log_every_steps = 100
-    c.optim.learning_rate = 3e-3
-    c.optim.warmup_steps = 50
-    c.evals.every_steps = 400
-    c.evals.batches = 4
-    c.evals.batch_size = 8
-    c.evals.crop_samples = 8192
-    c.evals.sample_every_steps = 1200
-    c.evals.sample_seconds = 1.0
-    c.checkpoint.every_steps = 400
-    c.checkpoint.keep_every = 0
   return c
 
 
