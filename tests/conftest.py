@@ -1,19 +1,139 @@
-"""Shared fixtures. JAX sees 8 CPU devices so that tests can build real meshes."""
+"""Shared fixtures and helpers. JAX sees 8 CPU devices so that tests can build real meshes.
+
+Test modules import helpers from here (`from tests.conftest import ...`), never from each
+other. Tests marked `slow` (a real training run, several processes) still run in CI and in
+the README's command; iterate with `pytest -m "not slow"`.
+"""
 
 import os
+import subprocess
+import sys
 
 # Before anything imports jax.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import flax.linen as nn  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from data import corpus  # pylint: disable=g-import-not-at-top
 from data import maestro  # pylint: disable=g-import-not-at-top
+from data import specs  # pylint: disable=g-import-not-at-top
+from experiments import sharding  # pylint: disable=g-import-not-at-top
+from experiments import state as state_lib  # pylint: disable=g-import-not-at-top
+from experiments.configs import common  # pylint: disable=g-import-not-at-top
+import models  # pylint: disable=g-import-not-at-top
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small segments keep the fixtures fast: 1 s at 16 kHz, 32 frames of 500 samples.
 TEST_CONFIG = maestro.MaestroConfig.make(16000, 16000, 500)
+TEST_DATASET = TEST_CONFIG.name  # 'sr16000_seg16000_hop500'
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'slow: a real training run or several processes; '
+                          'deselect with -m "not slow" while iterating')
+
+
+def config_path(name: str) -> str:
+  """experiments/configs/<name>.py (append ':arg' for a variant)."""
+  return os.path.join(ROOT, 'experiments', 'configs', f'{name}.py')
+
+
+def no_evals(c) -> None:
+  """Turns off every periodic evaluator of `c` (unlocked)."""
+  for entry in c.evals.values():
+    entry.every_steps = 0
+
+
+def _tiny(name: str, model: dict, crop_samples: int, total_steps: int, overrides: dict):
+  """The runlocal config of `name` shrunk: `model` updates, `crop_samples` crops, no
+  evaluators, logs and checkpoints every 2 steps; then the dotted `overrides` (the locked
+  config rejects typos)."""
+  c = common.load(config_path(name) + ':runlocal')
+  with c.unlocked():
+    c.model.update(model)
+    c.input.crop_samples = crop_samples
+    c.microbatches = 1
+    c.total_steps = total_steps
+    c.log_every_steps = 2
+    no_evals(c)
+    c.checkpoint.every_steps = 2
+    c.optim.warmup_steps = 2
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def tiny_wavenet(**overrides):
+  """The runlocal WaveNet shrunk to seconds: 4 layers, 8 x 512-sample crops, 6 steps."""
+  return _tiny('wavenet', dict(num_layers=4, dilation_cycle=4, residual_channels=16,
+                               gate_channels=32, skip_channels=16), 512, 6, overrides)
+
+
+def tiny_sparse_transformer(**overrides):
+  """The runlocal Sparse Transformer shrunk to seconds: 2 layers of 32, context 256 in blocks
+  of 16, 4 steps."""
+  return _tiny('sparse_transformer', dict(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
+                                          max_length=256, block=16), 256, 4, overrides)
+
+
+def tiny_on_fixture(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):
+  """The runlocal WaveNet, 3 layers deep, on the `maestro_dir` fixture's corpus: 4 steps,
+  checkpoints at 2 and 4, whole-segment evaluation."""
+  config = common.load(config_path('wavenet') + f':{variant}')
+  config.input.dataset = TEST_DATASET
+  config.input.manual_dir = maestro_dir
+  config.input.data_dir = data_dir
+  config.input.crop_samples = 2000  # a multiple of the 500-sample hop
+  config.total_steps = 4
+  config.log_every_steps = 2
+  config.checkpoint.every_steps = 2
+  with config.unlocked():
+    no_evals(config)
+  config.evals.validation.crop_samples = None
+  config.model.num_layers = 3  # compile time grows with the layers
+  config.microbatches = 1  # 8 rows over 8 faked devices
+  return config
+
+
+def loss_and_grads(config, devices):
+  """(loss, host gradients, state shardings) of the family's loss on a random 8 x 512 batch
+  over `config.mesh` on `devices`, jitted with the state's shardings."""
+  family, model = models.family(config.model_name), models.create(config)
+  mesh = sharding.make_mesh(config.mesh, devices=devices)
+  rules = sharding.rules(config)
+  init = state_lib.train_init(family, model, optax.sgd(0.),
+                              specs.zeros_batch(config.input, 1))
+  shardings = state_lib.shardings(init, mesh, rules)
+  state = state_lib.create(init, shardings, config.seed)
+  rng = np.random.default_rng(0)
+  batch = {'audio': rng.integers(0, 256, (8, 512)).astype(np.int32)}
+  batch = jax.device_put(batch, sharding.batch_sharding(mesh, rules))
+
+  def f(params, batch):
+    with nn.logical_axis_rules(rules):
+      return jax.value_and_grad(
+          lambda p: family.loss(model, {'params': p}, batch, jax.random.key(0))[0])(params)
+
+  with jax.set_mesh(mesh):
+    loss, grads = jax.jit(f, in_shardings=(shardings['params'], None))(state['params'], batch)
+  return float(loss), jax.device_get(grads), shardings
+
+
+def run_module(module: str, *args, env=None, timeout=300, wait=True):
+  """`python -m <module> args` from the repository root; (returncode, stdout + stderr), or the
+  Popen when not `wait`."""
+  proc = subprocess.Popen([sys.executable, '-m', module, *args], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env)
+  if not wait:
+    return proc
+  out, _ = proc.communicate(timeout=timeout)
+  return proc.returncode, out
 
 
 @pytest.fixture(scope='session')

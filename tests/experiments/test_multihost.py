@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 from tensorboardX.proto import event_pb2
 
 from experiments import checkpoint
@@ -20,9 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LOCAL = os.path.join(ROOT, 'launch', 'local.sh')
 CONFIG = 'experiments/configs/wavenet.py:runlocal'
 # runlocal's model and batch (8 x 2,048 samples), a few steps, every step logged.
-FLAGS = ['--config.microbatches=1', '--config.log_every_steps=1', '--config.evals.every_steps=4',
-         '--config.evals.batches=1', '--config.evals.sample_every_steps=0',
-         '--config.checkpoint.every_steps=2', '--config.optim.warmup_steps=2']
+FLAGS = ['--config.microbatches=1', '--config.log_every_steps=1',
+         '--config.evals.validation.every_steps=4', '--config.evals.validation.batches=1',
+         '--config.evals.sample.every_steps=0', '--config.checkpoint.every_steps=2',
+         '--config.optim.warmup_steps=2']
 
 
 def _env():
@@ -60,6 +62,7 @@ def _scalars(logdir: str, tag: str) -> dict:
   return out
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_share_checkpoints(tmp_path):
   steps = ['--config.total_steps=4']
   two, one = tmp_path / 'two', tmp_path / 'one'
@@ -118,9 +121,11 @@ def _complete_steps(workdir) -> list[int]:
   return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
+@pytest.mark.slow
 def test_a_dead_process_stops_the_other_and_a_relaunch_resumes(tmp_path):
   workdir = str(tmp_path / 'run')
-  flags = [f'--config={CONFIG}', f'--workdir={workdir}', *FLAGS, '--config.evals.every_steps=0']
+  flags = [f'--config={CONFIG}', f'--workdir={workdir}', *FLAGS,
+           '--config.evals.validation.every_steps=0']
   # GRACE is long: the survivor must stop by itself (the heartbeat), not by local.sh's SIGKILL.
   proc = _launch(['PROCESSES=2', 'DEVICES=2', 'HEARTBEAT=5', 'GRACE=200'], 'train', *flags,
                  '--config.total_steps=100000')

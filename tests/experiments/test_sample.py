@@ -13,9 +13,11 @@ from data import audio as audio_lib
 from data import midi as midi_lib
 from data import pipeline
 from experiments import sample
+from experiments import state as state_lib
 from experiments import train
-from tests.experiments.test_evaluate import ROOT
-from tests.experiments.test_evaluate import tiny_config
+import models
+from tests.conftest import ROOT
+from tests.conftest import tiny_on_fixture as tiny_config
 
 RATE = 16000
 
@@ -74,12 +76,13 @@ def test_a_slice_of_the_streams_draws_what_the_whole_set_draws(workdir):
   `sample` run."""
   from experiments import checkpoint  # pylint: disable=g-import-not-at-top
   state, config = checkpoint.load(workdir)
-  model, rng = train.create_model(config), jax.random.key(5)
-  whole = np.concatenate(list(sample.generate_audio(config, model, state['params'], rng, 3,
-                                                    300, chunk_samples=100)), axis=1)
-  part = np.concatenate(list(sample.generate_audio(config, model, state['params'], rng, 2,
-                                                   300, chunk_samples=100, first_stream=1)),
-                        axis=1)
+  model, rng = models.create(config), jax.random.key(5)
+  variables = state_lib.variables(state)
+  whole = np.concatenate(list(sample.generate_audio(config, model, variables, rng, 3, 300,
+                                                    chunk_samples=100)), axis=1)
+  part = np.concatenate(list(sample.generate_audio(config, model, variables, rng, 2, 300,
+                                                   chunk_samples=100, first_stream=1)), axis=1)
+  assert whole.dtype == np.float32 and np.abs(whole).max() <= 1
   np.testing.assert_array_equal(part, whole[1:])
   assert not np.array_equal(whole[0], whole[1])
 
@@ -112,7 +115,7 @@ def test_prompt_errors_name_the_file(workdir, tmp_path):
 
 
 def test_midi_for_an_unconditioned_model_is_an_error(workdir, midi_file, tmp_path):
-  with pytest.raises(ValueError, match='is not MIDI-conditioned'):
+  with pytest.raises(ValueError, match='is not conditioned on frame features'):
     sample.sample(workdir, 1, 0.1, str(tmp_path), midi=midi_file)
 
 
@@ -145,9 +148,13 @@ def test_midi_features_match_the_training_batches(midi_run, maestro_dir):
   source, _ = pipeline.load_source(c)
   record = next(source[i] for i in range(len(source)) if source[i]['start_sample'] == 0)
   midi_path = os.path.join(maestro_dir, record['midi_filename'].decode())
-  local = sample.midi_features(config, train.create_model(config), midi_path, 16000)
+  model = models.create(config)
+  cond = sample.midi_features(config, model, midi_path, 16000)
   batch = {k: np.asarray(record[k])[None] for k in ('audio', 'pianoroll', 'onsets', 'velocities')}
-  expected = np.asarray(train.model_inputs(config, batch)['local'])  # [1, 32, 264]
+  for k in model.conditions:
+    np.testing.assert_array_equal(cond[k], batch[k])
+  local = np.asarray(model.conditioning(cond)['local'])
+  expected = np.asarray(model.conditioning(batch)['local'])  # as the loss transforms a batch
   assert local.shape == expected.shape == (1, 32, 264)
   np.testing.assert_array_equal(local, expected)
 

@@ -3,61 +3,38 @@
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import checkpoint
 from experiments import sharding
+from experiments import state as state_lib
 from experiments import train
 from experiments.configs import common
+import models
+from tests.conftest import config_path
+from tests.conftest import loss_and_grads
+from tests.conftest import run_module
+from tests.conftest import tiny_wavenet as tiny
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'wavenet.py')
-
-
-def tiny(**overrides):
-  """The runlocal WaveNet shrunk to seconds: 4 layers, 8 x 512-sample crops."""
-  c = common.load(f'{CONFIG}:runlocal')
-  with c.unlocked():
-    c.model.update(num_layers=4, dilation_cycle=4, residual_channels=16, gate_channels=32,
-                   skip_channels=16)
-    c.input.crop_samples = 512
-    c.microbatches = 1
-    c.total_steps = 6
-    c.log_every_steps = 2
-    c.evals.every_steps = 0
-    c.evals.sample_every_steps = 0
-    c.checkpoint.every_steps = 2
-    c.optim.warmup_steps = 2
-  c.update_from_flattened_dict(overrides)  # dotted keys; the locked config rejects typos
-  return c
+CONFIG = config_path('wavenet')
 
 
 def overrides_flags(**overrides):
   base = {'model.num_layers': 4, 'model.dilation_cycle': 4, 'model.residual_channels': 16,
           'model.gate_channels': 32, 'model.skip_channels': 16, 'input.crop_samples': 512,
-          'microbatches': 1, 'log_every_steps': 2, 'evals.every_steps': 0,
-          'evals.sample_every_steps': 0, 'optim.warmup_steps': 2}
+          'microbatches': 1, 'log_every_steps': 2, 'evals.validation.every_steps': 0,
+          'evals.sample.every_steps': 0, 'optim.warmup_steps': 2}
   base.update(overrides)
   return [f'--config.{k}={v}' for k, v in base.items()]
 
 
 def run_cli(workdir, *flags_, wait=True):
-  cmd = [sys.executable, '-m', 'experiments.train', f'--config={CONFIG}:runlocal',
-         f'--workdir={workdir}', *flags_]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-  if wait:
-    out, _ = proc.communicate(timeout=300)
-    return proc.returncode, out
-  return proc
+  return run_module('experiments.train', f'--config={CONFIG}:runlocal', f'--workdir={workdir}',
+                    *flags_, wait=wait)
 
 
 def params_of(workdir, step=None):
@@ -65,10 +42,22 @@ def params_of(workdir, step=None):
   return state['params']
 
 
+def _step_fn(c):
+  """(state, jitted train step, batch sharding, mesh) of config `c`."""
+  family, model = models.family(c.model_name), models.create(c)
+  mesh, rules = sharding.make_mesh(c.mesh), sharding.rules(c)
+  init = train.init_fn(c, family, model)
+  shardings = state_lib.shardings(init, mesh, rules)
+  batch_sh = sharding.batch_sharding(mesh, rules)
+  step = train.make_train_step(c, family, model, train.make_optimizer(c), rules, shardings,
+                               batch_sh)
+  return state_lib.create(init, shardings, c.seed), step, batch_sh, mesh
+
+
 def test_one_step_through_train_and_evaluate(tmp_path):
-  c = tiny(total_steps=1, **{'evals.every_steps': 1, 'evals.batches': 1,
-                             'evals.crop_samples': 1024, 'evals.sample_every_steps': 1,
-                             'evals.sample_seconds': 0.01})
+  c = tiny(total_steps=1, **{'evals.validation.every_steps': 1, 'evals.validation.batches': 1,
+                             'evals.validation.crop_samples': 1024,
+                             'evals.sample.every_steps': 1, 'evals.sample.seconds': 0.01})
   out = train.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(out['loss']) and out['loss'] > 0
   assert out['validation_samples'] == 8 * 1023
@@ -77,6 +66,7 @@ def test_one_step_through_train_and_evaluate(tmp_path):
   assert os.listdir(tmp_path / 'tb')
 
 
+@pytest.mark.slow
 def test_loss_falls_on_the_embedded_corpus(tmp_path):
   c = tiny(total_steps=100, log_every_steps=10, **{'optim.learning_rate': 1e-2,
                                                     'optim.warmup_steps': 10,
@@ -87,35 +77,15 @@ def test_loss_falls_on_the_embedded_corpus(tmp_path):
   assert start > 7.5 and end < start - 1.0, (start, end)
 
 
-def _loss_and_grads(config, devices):
-  model = train.create_model(config)
-  mesh = sharding.make_mesh(config.mesh, devices=devices)
-  rules = sharding.rules(config)
-  state, shardings = train.create_state(config, model, mesh, rules)
-  rng = np.random.default_rng(0)
-  batch = {'audio': rng.integers(0, 256, (8, 512)).astype(np.int32)}
-  batch = jax.device_put(batch, sharding.batch_sharding(mesh, rules))
-  module = train.model_module(config)
-
-  def f(params, batch):
-    with nn.logical_axis_rules(rules):
-      return jax.value_and_grad(lambda p: train.loss_fn(model, module, config, p, batch)[0])(
-          params)
-
-  with jax.set_mesh(mesh):
-    loss, grads = jax.jit(f, in_shardings=(shardings['params'], None))(state['params'], batch)
-  return float(loss), jax.device_get(grads), shardings
-
-
 def test_sharded_loss_and_gradients_equal_one_device():
   assert jax.device_count() == 8
   c = tiny(mesh={'data': 4, 'model': 2})
-  loss8, grads8, shardings = _loss_and_grads(c, jax.devices())
+  loss8, grads8, shardings = loss_and_grads(c, jax.devices())
   # The gate channels really are split over the model axis.
   spec = shardings['params']['l0_conv_kernel'].spec
   assert 'model' in jax.tree.leaves(tuple(spec)), spec
   c1 = tiny(mesh={'data': 1, 'model': 1})
-  loss1, grads1, _ = _loss_and_grads(c1, jax.devices()[:1])
+  loss1, grads1, _ = loss_and_grads(c1, jax.devices()[:1])
   assert abs(loss8 - loss1) < 1e-5
   for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
     np.testing.assert_allclose(g8, g1, atol=1e-5, rtol=1e-5)
@@ -128,12 +98,7 @@ def test_microbatches_accumulate_the_batch_gradient():
   out = []
   for n in (1, 2):
     c = tiny(mesh={'data': 4, 'model': 2}, microbatches=n)
-    model = train.create_model(c)
-    mesh = sharding.make_mesh(c.mesh)
-    rules = sharding.rules(c)
-    state, shardings = train.create_state(c, model, mesh, rules)
-    batch_sh = sharding.batch_sharding(mesh, rules)
-    step = train.make_train_step(c, model, train.make_optimizer(c), rules, shardings, batch_sh)
+    state, step, batch_sh, mesh = _step_fn(c)
     with jax.set_mesh(mesh):
       state, metrics = step(state, jax.device_put(batch, batch_sh))
     out.append((float(metrics['loss']), jax.device_get(state['params']),
@@ -143,10 +108,10 @@ def test_microbatches_accumulate_the_batch_gradient():
   for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
     np.testing.assert_allclose(a, b, atol=1e-6)
   with pytest.raises(ValueError, match='microbatches=4: microbatches of 2 rows'):
-    c = tiny(mesh={'data': 4, 'model': 2}, microbatches=4)
-    train.make_train_step(c, model, train.make_optimizer(c), rules, shardings, batch_sh)
+    _step_fn(tiny(mesh={'data': 4, 'model': 2}, microbatches=4))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identically(tmp_path):
   total = 10
   flags_ = overrides_flags(total_steps=total, **{'checkpoint.every_steps': 2,
@@ -170,6 +135,7 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_zero(tmp_path):
   flags_ = overrides_flags(total_steps=100000, **{'checkpoint.every_steps': 3})
   proc = run_cli(tmp_path, *flags_, wait=False)
@@ -186,17 +152,18 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
   assert int(state['step']) == int(match.group(1)) >= 3
 
 
+@pytest.mark.slow
 def test_resume_onto_a_different_mesh(tmp_path):
   """Saved on 8 devices (data 4 x model 2), resumed in a 1-device process."""
   c = tiny(total_steps=2, mesh={'data': 4, 'model': 2})
   train.train_and_evaluate(c, str(tmp_path))
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  cmd = [sys.executable, '-m', 'experiments.train', f'--config={CONFIG}:runlocal',
-         f'--workdir={tmp_path}', *overrides_flags(total_steps=4), '--config.mesh.data=1',
-         '--config.mesh.model=1', '--config.checkpoint.every_steps=2']
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stdout + out.stderr
-  assert 'resumed from step 2' in out.stderr and '1 devices' in out.stderr
+  code, out = run_module('experiments.train', f'--config={CONFIG}:runlocal',
+                         f'--workdir={tmp_path}', *overrides_flags(total_steps=4),
+                         '--config.mesh.data=1', '--config.mesh.model=1',
+                         '--config.checkpoint.every_steps=2', env=env)
+  assert code == 0, out
+  assert 'resumed from step 2' in out and '1 devices' in out
   assert int(checkpoint.load(str(tmp_path))[0]['step']) == 4
 
 
@@ -217,8 +184,9 @@ def test_nan_stops_with_the_last_good_checkpoint(tmp_path):
 
 
 def test_bad_model_name():
-  with pytest.raises(ValueError, match=r"model_name='nope'.*wavenet"):
-    train.create_model(tiny(model_name='nope'))
+  with pytest.raises(ValueError, match=r"model_name='nope': expected one of") as e:
+    models.create(tiny(model_name='nope'))
+  assert all(name in str(e.value) for name in models.families())
 
 
 def test_bad_model_key():
@@ -226,7 +194,7 @@ def test_bad_model_key():
   with c.unlocked():
     c.model.num_layerz = 3
   with pytest.raises(ValueError, match='num_layerz'):
-    train.create_model(c)
+    models.create(c)
 
 
 def test_bad_override_key_is_one_line_error(tmp_path):
@@ -235,7 +203,7 @@ def test_bad_override_key_is_one_line_error(tmp_path):
   assert out.strip().splitlines()[-1].startswith("train: 'total_stepz' Did you mean")
   code, out = run_cli(tmp_path, '--config.model_name=nope')
   assert code != 0 and out.strip().splitlines()[-1] == (
-      "train: config.model_name='nope': expected one of sparse_transformer, wavenet")
+      f"train: config.model_name='nope': expected one of {', '.join(models.families())}")
 
 
 def test_bad_config_argument():

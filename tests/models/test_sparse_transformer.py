@@ -3,7 +3,6 @@ sets, windows past max_length, step vs layer and the cached sampler, bf16, shard
 the real training, evaluation and sampling jobs on the embedded corpus."""
 
 import functools
-import os
 
 import flax.linen as nn
 import jax
@@ -12,19 +11,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data import maestro
+from data import specs
 from experiments import checkpoint
 from experiments import evaluate
 from experiments import sample
 from experiments import train
 from experiments.configs import common
 from experiments.configs import sparse_transformer as sparse_transformer_config
+import models
 from models import sparse_transformer as st
 from models.sparse_transformer import model as st_model
-from tests.experiments.test_train import _loss_and_grads
+from tests.conftest import config_path
+from tests.conftest import loss_and_grads
+from tests.conftest import tiny_sparse_transformer as tiny
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'sparse_transformer.py')
+CONFIG = config_path('sparse_transformer')
 # A window of 8 blocks of 8: 'strided' reaches 7 positions back, 'summary' keeps 2 per block.
 SMALL = dict(num_classes=32, max_length=64, num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
              block=8, summary=2, positions='rope')
@@ -127,10 +128,10 @@ def test_step_matches_layer(config):
 
 
 def _generate(m, v, rng, n, **kw):
-  return np.concatenate(list(st.generate(m, v, rng, n, **kw)), axis=1)
+  return np.concatenate(list(st.sample_codes(m, v, rng, n, **kw)), axis=1)
 
 
-def test_generate_is_the_naive_sampler_whatever_the_chunks():
+def test_sample_codes_is_the_naive_sampler_whatever_the_chunks():
   m, v, codes = _setup()
   prompt = np.asarray(codes[:, :60])  # then 90 new codes: windows slide at 64, 96 and 128
   a = _generate(m, v, jax.random.key(7), 90, prompt=prompt, chunk_samples=45)
@@ -173,11 +174,10 @@ def test_bad_config_and_inputs():
     st.Model(max_length=100, block=64)
   with pytest.raises(ValueError, match=r'model\.embed_dim=30'):
     st.Model(embed_dim=30, num_heads=4)
-  m, v, codes = _setup()
-  with pytest.raises(ValueError, match='unconditional'):
-    m.apply(v, codes, global_ids=jnp.zeros((2,), jnp.int32))
-  with pytest.raises(ValueError, match='unconditional'):
-    next(st.generate(m, v, jax.random.key(0), 4, global_ids=np.zeros((1,), np.int32)))
+  m, v, _ = _setup()
+  assert m.conditions == () and m.conditioning({'pianoroll': np.zeros((1, 2, 88))}) == {}
+  with pytest.raises(ValueError, match=r'prompt of shape \(4,\)'):
+    next(st.generate(m, v, jax.random.key(0), 4, prompt=np.zeros((4,), np.float32)))
   with pytest.raises(ValueError, match=r'model\.positions=rope rotates pairs'):
     st.Model(embed_dim=12, num_heads=4, positions='rope')
 
@@ -186,30 +186,12 @@ def test_bad_config_and_inputs():
 # Through the shared jobs.
 
 
-def tiny(**overrides):
-  """The runlocal config shrunk to seconds: 2 layers of 32, context 256 in blocks of 16."""
-  c = common.load(f'{CONFIG}:runlocal')
-  with c.unlocked():
-    c.model.update(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64, max_length=256,
-                   block=16)
-    c.input.crop_samples = 256
-    c.microbatches = 1
-    c.total_steps = 4
-    c.log_every_steps = 2
-    c.evals.every_steps = 0
-    c.evals.sample_every_steps = 0
-    c.checkpoint.every_steps = 2
-    c.optim.warmup_steps = 2
-  c.update_from_flattened_dict(overrides)  # dotted keys; the locked config rejects typos
-  return c
-
-
 def test_paper_config_and_sweep():
   c = common.load(CONFIG)
-  data = maestro.get_config(c.input.dataset)
+  data = specs.dataset(c.input.dataset)
   assert (data.sample_rate, data.segment_samples) == (12000, 65536)
   assert c.input.crop_samples == c.model.max_length == 65536 and c.model.remat
-  m = train.create_model(c)
+  m = models.create(c)
   shapes = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 256), jnp.int32))
   assert abs(sum(x.size for x in jax.tree.leaves(nn.unbox(shapes))) / 152e6 - 1) < 0.01
   variant = common.load(f'{CONFIG}:bf16,attention=fixed,combine=interleave')
@@ -221,24 +203,24 @@ def test_paper_config_and_sweep():
         section, leaf = key.split('.')
         assert leaf in c[section]
         c[section][leaf] = value
-    train.create_model(c)
+    models.create(c)
 
 
 def test_heads_sharded_over_a_model_axis_give_the_one_device_loss_and_gradients():
   # Batches of 8 x 512 (tests/experiments/test_train.py's helper): two 256-sample windows each.
   assert jax.device_count() == 8
-  loss8, grads8, shardings = _loss_and_grads(tiny(mesh={'data': 2, 'model': 4}), jax.devices())
-  specs = {k: tuple(s.spec) for k, s in shardings['params'].items()}
-  assert specs['l0_qkv_kernel'] == (None, None, 'model', None)  # [E, 3, H, D]: heads split
-  assert specs['l0_out_kernel'][0] == 'model' and specs['l0_mlp_in_kernel'] == (None, 'model')
-  loss1, grads1, _ = _loss_and_grads(tiny(mesh={'data': 1, 'model': 1}), jax.devices()[:1])
+  loss8, grads8, shardings = loss_and_grads(tiny(mesh={'data': 2, 'model': 4}), jax.devices())
+  spec = {k: tuple(s.spec) for k, s in shardings['params'].items()}
+  assert spec['l0_qkv_kernel'] == (None, None, 'model', None)  # [E, 3, H, D]: heads split
+  assert spec['l0_out_kernel'][0] == 'model' and spec['l0_mlp_in_kernel'] == (None, 'model')
+  loss1, grads1, _ = loss_and_grads(tiny(mesh={'data': 1, 'model': 1}), jax.devices()[:1])
   assert abs(loss8 - loss1) < 1e-5
   for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
     np.testing.assert_allclose(g8, g1, atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory):  # slow: only the tests marked slow use it
   """(workdir, last metrics) of 60 steps on the embedded corpus through train_and_evaluate."""
   workdir = str(tmp_path_factory.mktemp('st_run'))
   c = tiny(total_steps=60, log_every_steps=20, **{
@@ -246,12 +228,14 @@ def trained(tmp_path_factory):
   return workdir, train.train_and_evaluate(c, workdir)
 
 
+@pytest.mark.slow
 def test_loss_falls_on_the_embedded_corpus(trained):
   # Steps 41-60: 8 bits is a uniform guess and the corpus's code marginal holds 7.5 bits.
   _, last = trained
   assert last['bits_per_sample'] < 6.0, last
 
 
+@pytest.mark.slow
 def test_trained_run_samples_and_evaluates(trained, tmp_path):
   workdir, _ = trained
   state, config = checkpoint.load(workdir)

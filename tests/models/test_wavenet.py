@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from models import wavenet
+from models.layers import sampling
 
 # Dilations 1, 2, 4, 8, 16, 1: the sampler's blocks (wavenet.sampler._BLOCK = 16 steps) take the
 # 16 from a whole block at once and the rest step by step. Receptive field 34.
@@ -102,10 +103,10 @@ def test_step_matches_layer(config):
 
 
 def _generate(m, v, rng, n, **kw):
-  return np.concatenate(list(wavenet.generate(m, v, rng, n, **kw)), axis=1)
+  return np.concatenate(list(wavenet.sample_codes(m, v, rng, n, **kw)), axis=1)
 
 
-def test_generate_at_zero_temperature_is_argmax_of_the_parallel_forward():
+def test_sample_codes_at_zero_temperature_is_argmax_of_the_parallel_forward():
   m, v, codes, local, gids = _setup(length=64, **CONFIGS['softmax+conditioning'])
   prompt = np.asarray(codes[:, :21])  # teacher-forced over two chunks
   new = _generate(m, v, jax.random.key(5), 40, prompt=prompt, local=local, global_ids=gids,
@@ -116,13 +117,13 @@ def test_generate_at_zero_temperature_is_argmax_of_the_parallel_forward():
 
 
 @pytest.mark.parametrize('config', ['softmax', 'mixture+conditioning'])
-def test_generate_does_not_depend_on_chunks_or_threads(config, monkeypatch):
+def test_sample_codes_does_not_depend_on_chunks_or_threads(config, monkeypatch):
   # Lengths chosen for few distinct compiled shapes: 14 forced and 42 new codes.
   m, v, codes, local, gids = _setup(length=64, **CONFIGS[config])
   kw = dict(prompt=np.asarray(codes[:, :15]), local=local, global_ids=gids)
   a = _generate(m, v, jax.random.key(7), 42, chunk_samples=7, **kw)
   b = _generate(m, v, jax.random.key(7), 42, chunk_samples=50, **kw)
-  monkeypatch.setattr(wavenet.sampler, '_parts', lambda b: [(0, b)])  # all streams in one program
+  monkeypatch.setattr(sampling, 'host_parts', lambda b: [(0, b)])  # all streams in one program
   c = _generate(m, v, jax.random.key(7), 42, chunk_samples=50, **kw)
   assert a.shape == (2, 42)
   np.testing.assert_array_equal(a, b)
@@ -131,7 +132,7 @@ def test_generate_does_not_depend_on_chunks_or_threads(config, monkeypatch):
   assert not np.array_equal(a, _generate(m, v, jax.random.key(8), 42, chunk_samples=50, **kw))
 
 
-def test_naive_generate_matches_generate():
+def test_naive_generate_matches_sample_codes():
   # A prompt as long as the receptive field leaves no zero padding in either sampler's view, so
   # both see the same context and draw the same random numbers: the codes agree exactly.
   m, v, codes, _, _ = _setup(batch=2, length=34)
@@ -177,8 +178,8 @@ def test_bad_config_and_inputs():
     wavenet.Model(gate_channels=33)
   m, v, codes, local, gids = _setup(num_global=3, local_features=5, hop_length=HOP)
   with pytest.raises(ValueError, match='global_ids'):
-    next(wavenet.generate(m, v, jax.random.key(0), 4, local=local))
+    next(wavenet.sample_codes(m, v, jax.random.key(0), 4, local=local))
   with pytest.raises(ValueError, match='local'):
-    next(wavenet.generate(m, v, jax.random.key(0), 4, global_ids=gids))
+    next(wavenet.sample_codes(m, v, jax.random.key(0), 4, global_ids=gids))
   with pytest.raises(ValueError, match='model.local_features=5'):
-    next(wavenet.generate(m, v, jax.random.key(0), 4, local=local[..., :4], global_ids=gids))
+    next(wavenet.sample_codes(m, v, jax.random.key(0), 4, local=local[..., :4], global_ids=gids))

@@ -1,0 +1,65 @@
+"""Experiment configs: plain Python (no JAX, grain or TFDS), locked, one source for data facts."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.configs import common
+import models
+from tests.conftest import ROOT
+
+HEAVY = ('jax', 'jaxlib', 'grain', 'tensorflow_datasets', 'flax', 'orbax')
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(ROOT, 'experiments', 'configs', '*.py')) if not p.endswith(('__init__.py',
+                                                                             'common.py')))
+
+
+def test_configs_and_the_sweep_launcher_import_no_backend():
+  code = ('import sys\n'
+          'from experiments.configs import common\n'
+          f'for name in {CONFIGS!r}:\n'
+          '  __import__(f"experiments.configs.{name}")\n'
+          '  common.load(f"experiments/configs/{name}.py")\n'
+          '  common.load(f"experiments/configs/{name}.py:runlocal")\n'
+          'sys.argv = ["sweep.py", "CONFIG=experiments/configs/wavenet.py:runlocal",\n'
+          '            "WORKDIR=/tmp/unused", "DRY_RUN=1", "LAUNCHER=none"]\n'
+          'import runpy\n'
+          'try:\n'
+          '  runpy.run_path("launch/sweep.py", run_name="__main__")\n'
+          'except SystemExit as e:\n'
+          '  assert not e.code, e.code\n'
+          f'heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})\n'
+          'assert not heavy, heavy\n'
+          'print("clean")\n')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0 and 'clean' in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_and_runlocal_builds_its_model(name):
+  for arg in ('', ':runlocal'):
+    c = common.load(os.path.join(ROOT, 'experiments', 'configs', f'{name}.py{arg}'))
+    assert c.model_name in models.families()
+    models.create(c)  # the data facts agree with the config
+    for entry in c.evals.values():
+      assert 'type' in entry and 'every_steps' in entry
+
+
+def test_runlocal_settings_are_shared():
+  """Every family's runlocal reads the same data as WaveNet's, so bits per sample compare."""
+  inputs = {name: common.load(os.path.join(ROOT, 'experiments', 'configs',
+                                           f'{name}.py:runlocal')).input.to_dict()
+            for name in CONFIGS}
+  first = next(iter(inputs.values()))
+  assert all(i == first for i in inputs.values()), inputs
+  assert first['manual_dir'] is None and first['crop_samples'] == 2048
+
+
+def test_a_config_typo_is_an_error():
+  c = common.load(os.path.join(ROOT, 'experiments', 'configs', 'wavenet.py:runlocal'))
+  with pytest.raises(AttributeError):
+    c.evals.validation.every_step = 3  # locked: no new keys
