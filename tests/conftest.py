@@ -6,13 +6,22 @@ the README's command; iterate with `pytest -m "not slow"`.
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 # Before anything imports jax.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One compilation cache for the session and the jobs its tests start as subprocesses: tests
+# compile the same small programs again and again (a killed run and its resume, the CLI beside
+# the library call). Measured on 2 cores: the killed-run test 79 s -> 50 s, the falling-loss
+# test 42 s -> 21 s. A fresh directory each session, so nothing outlives it.
+_CACHE = tempfile.mkdtemp(prefix='wavegen-jax-cache-')
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
@@ -37,6 +46,11 @@ TEST_DATASET = TEST_CONFIG.name  # 'sr16000_seg16000_hop500'
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: a real training run or several processes; '
                           'deselect with -m "not slow" while iterating')
+
+
+def pytest_unconfigure(config):
+  del config
+  shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def config_path(name: str) -> str:
