@@ -21,6 +21,7 @@ setuptools.setup(
         'flax>=0.12.8,<0.13',
         'optax>=0.2.8,<0.3',
         'orbax-checkpoint>=0.12.8,<0.13',
+        'etils[epath]>=1.15.0,<2',  # checkpoint.load reads the checkpoint's metadata by path
         'tensorflow-datasets>=4.9.10,<4.10',  # reads and writes array_record without TensorFlow
         'grain>=0.2.18,<0.3',
         'array-record>=0.8.6,<0.9',
