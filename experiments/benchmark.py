@@ -21,10 +21,11 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
     backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
     float32 matmul peak.
 
---what=sampler measures the cached sampler (per-layer queues, lax.scan) of `--config`'s model
-with random parameters, for 1 and 16 streams, in samples/s summed over the streams, and the
-realtime factor at the dataset's sample rate (samples/s per stream / rate); and the naive
-sampler that recomputes the whole receptive field each step, for one stream.
+--what=sampler measures the family's `generate` (float audio from its cached sampler: per-layer
+queues or KV caches on lax.scan) of `--config`'s model with random parameters, for 1 and 16
+streams, in samples/s summed over the streams, and the realtime factor at the dataset's sample
+rate (samples/s per stream / rate); and, for a family with one, the naive sampler that
+recomputes the whole receptive field each step, for one stream.
 
 --what=memory plans `--config`'s train step for `--mesh` (e.g. 'data:4,model:2'; axes left out
 have size 1) and the config's global batch: compiled ahead of time, on that many faked CPU
@@ -52,7 +53,7 @@ with block l = the power of two nearest sqrt(n) (`--attention_block`), c = 1 sum
     positions on with 8 heads;
   * time_exponent: per pattern, the least-squares slope of log(time) against log(n) (1.5
     expected for the sparse patterns with l ~ sqrt(n), 2 for dense; null below 2 lengths);
-  * the Sparse Transformer's KV-cache sampler (`generate` of models/sparse_transformer, random
+  * the Sparse Transformer's KV-cache sampler (its `generate`, as --what=sampler, random
     parameters) in samples/s summed over 1 and 16 streams (`--attention_sampler_samples` per
     stream) and as a realtime factor, for `--config` if it names that model, else for
     experiments/configs/sparse_transformer.py:runlocal; 'config' holds the config it used.
