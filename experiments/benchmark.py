@@ -276,10 +276,12 @@ def _median_time(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def random_batch(input_config, rng: np.random.Generator) -> dict:
-  """A training batch of `input_config`'s shapes (data/specs.py) with random contents."""
+def random_batch(input_config, rng: np.random.Generator, batch_size: int | None = None,
+                 samples: int | None = None) -> dict:
+  """A training batch of `input_config`'s shapes (data/specs.py; its batch and crop unless
+  given) with random contents: codes, audio in [-1, 1], 0/1 frame features."""
   out = {}
-  for k, (shape, dtype) in specs.batch_spec(input_config).items():
+  for k, (shape, dtype) in specs.batch_spec(input_config, batch_size, samples).items():
     if k == 'audio' and dtype == np.int32:
       out[k] = rng.integers(0, 2 ** input_config.bits, shape).astype(dtype)
     elif k == 'audio':

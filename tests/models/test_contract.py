@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data import specs
+from experiments import benchmark
 from experiments.configs import common
 import models
 from tests.conftest import config_path
@@ -16,23 +17,11 @@ def _runlocal(name: str):
   return common.load(config_path(name) + ':runlocal')
 
 
-def _random_batch(config, rng: np.random.Generator, b: int = 2, t: int = 512) -> dict:
-  out = {}
-  for k, (shape, dtype) in specs.batch_spec(config.input, b, t).items():
-    if k == 'audio' and dtype == np.int32:
-      out[k] = rng.integers(0, 2 ** config.input.bits, shape).astype(dtype)
-    elif k == 'audio':
-      out[k] = rng.uniform(-1, 1, shape).astype(dtype)
-    else:
-      out[k] = rng.integers(0, 2, shape).astype(dtype)
-  return out
-
-
 @pytest.mark.parametrize('name', models.families())
 def test_family_keeps_the_contract(name):
   config = _runlocal(name)
   family, model = models.family(name), models.create(config)
-  batch = _random_batch(config, np.random.default_rng(0))
+  batch = benchmark.random_batch(config.input, np.random.default_rng(0), 2, 512)
   variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
   assert 'params' in variables
 
