@@ -34,10 +34,6 @@ from data import audio as audio_lib
 from data import maestro
 from data import specs
 
-FRAME_FEATURES = tuple(specs.FRAME_FEATURES)
-ENCODINGS = specs.ENCODINGS
-
-
 def load_source(config: ml_collections.ConfigDict):
   """(data source of `config.split`, the prepared Maestro builder)."""
   builder = maestro.prepare(config.dataset, manual_dir=config.manual_dir,
@@ -100,12 +96,8 @@ class _Encode(grain.transforms.Map):
 def _check(config, builder, per_process_batch: int) -> tuple[int, tuple[str, ...]]:
   """Validates the input config against the dataset; returns (hop, frame feature keys)."""
   meta = builder.builder_config
-  if config.encoding not in ENCODINGS:
-    raise ValueError(f'input.encoding={config.encoding!r}: expected one of {", ".join(ENCODINGS)}')
+  specs.check(config)
   keys = tuple(config.frame_features)
-  unknown = [k for k in keys if k not in FRAME_FEATURES]
-  if unknown:
-    raise ValueError(f'input.frame_features={keys}: {unknown} not in {FRAME_FEATURES}')
   crop = config.crop_samples
   if crop is not None:
     if not 0 < crop <= meta.segment_samples:

@@ -112,22 +112,33 @@ def crop_samples(input_config: ml_collections.ConfigDict) -> int:
   return input_config.crop_samples or dataset(input_config.dataset).segment_samples
 
 
+def check(input_config: ml_collections.ConfigDict) -> None:
+  """ValueError naming the key unless the config's encoding and frame features are known."""
+  if input_config.encoding not in ENCODINGS:
+    raise ValueError(f'input.encoding={input_config.encoding!r}: expected one of '
+                     f'{", ".join(ENCODINGS)}')
+  frame_width(input_config.frame_features, 'input.frame_features')
+
+
+def frame_width(keys, where: str) -> int:
+  """The summed width of frame features `keys` (ValueError naming `where` for unknown ones)."""
+  unknown = [k for k in keys if k not in FRAME_FEATURES]
+  if unknown:
+    raise ValueError(f'{where}={tuple(keys)}: {unknown} not in {tuple(FRAME_FEATURES)}')
+  return sum(FRAME_FEATURES[k][0] for k in keys)
+
+
 def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None = None,
                samples: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{key: (shape, dtype)} of a training batch of `input_config` (its global batch and crop,
   unless given): 'audio' and each of its frame features."""
+  check(input_config)
   b = input_config.batch_size if batch_size is None else batch_size
   t = crop_samples(input_config) if samples is None else samples
-  if input_config.encoding not in ENCODINGS:
-    raise ValueError(f'input.encoding={input_config.encoding!r}: expected one of '
-                     f'{", ".join(ENCODINGS)}')
   audio = np.float32 if input_config.encoding == 'float' else np.int32
   out = {'audio': ((b, t), np.dtype(audio))}
   frames = -(-t // dataset(input_config.dataset).hop_length)
   for k in input_config.frame_features:
-    if k not in FRAME_FEATURES:
-      raise ValueError(f'input.frame_features={tuple(input_config.frame_features)}: {k!r} not in '
-                       f'{tuple(FRAME_FEATURES)}')
     width, dtype = FRAME_FEATURES[k]
     out[k] = ((b, frames, width), np.dtype(dtype))
   return out

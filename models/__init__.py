@@ -115,14 +115,13 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
     if missing:
       raise ValueError(f'config.model.local_keys={tuple(local_keys)}: {missing} not in '
                        f'config.input.frame_features={tuple(data.frame_features)}')
-    facts['local_features'] = sum(specs.FRAME_FEATURES[k][0] for k in local_keys)
+    facts['local_features'] = specs.frame_width(local_keys, 'config.model.local_keys')
   return facts
 
 
-def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+def model_kwargs(config: ml_collections.ConfigDict, model_cls: type) -> dict:
   """config.model with the data facts filled in (lists as tuples: modules must hash)."""
-  module = family(config.model_name)
-  fields = {f.name for f in dataclasses.fields(module.Model)}
+  fields = {f.name for f in dataclasses.fields(model_cls)}
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items()}
   facts = data_facts(config, kwargs.get('local_keys', ()))
   for name, value in facts.items():
@@ -145,7 +144,7 @@ def create(config: ml_collections.ConfigDict):
     ValueError: an unknown family or model key, or a model key that disagrees with the data.
   """
   module = family(config.model_name)
-  kwargs = model_kwargs(config)
+  kwargs = model_kwargs(config, module.Model)
   try:
     return module.Model(**kwargs)
   except TypeError as e:  # an unknown keyword

@@ -8,18 +8,7 @@ is an int [B] of global ids.
 
 import jax.numpy as jnp
 
-from data import specs
-
 _DIVISOR = {'velocities': 127.}  # to [0, 1]
-
-
-def width(keys) -> int:
-  """D of the local conditioning of frame-feature `keys`."""
-  unknown = [k for k in keys if k not in specs.FRAME_FEATURES]
-  if unknown:
-    raise ValueError(f'local conditioning keys {tuple(keys)}: {unknown} are not frame features '
-                     f'(expected some of {tuple(specs.FRAME_FEATURES)})')
-  return sum(specs.FRAME_FEATURES[k][0] for k in keys)
 
 
 def frames(cond: dict, keys) -> jnp.ndarray:

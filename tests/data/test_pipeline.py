@@ -44,7 +44,7 @@ def test_same_seed_same_batches(config):
 
 
 def test_crops_are_the_source_segments(config, built):
-  config.frame_features = pipeline.FRAME_FEATURES
+  config.frame_features = tuple(specs.FRAME_FEATURES)
   source = built.as_data_source()['train']
   hop = TEST_CONFIG.hop_length
   for batch in _take(pipeline.make_batches(config), 3):
@@ -56,7 +56,7 @@ def test_crops_are_the_source_segments(config, built):
       assert offset % hop == 0 and 0 <= offset <= TEST_CONFIG.segment_samples - 4000
       want = audio.mu_law_encode(audio.from_int16(ex['audio'][offset:offset + 4000]))
       np.testing.assert_array_equal(batch['audio'][i], want)
-      for k in pipeline.FRAME_FEATURES:
+      for k in tuple(specs.FRAME_FEATURES):
         np.testing.assert_array_equal(batch[k][i], ex[k][offset // hop:offset // hop + 8])
 
 
