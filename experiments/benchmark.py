@@ -329,14 +329,20 @@ def bench_train() -> dict:
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
 
 
-def measure_sampler(config, samples: list[int], repeats: int) -> dict:
-  """Samples/s of the family's `generate` (its cached sampler), random parameters, for 1 and 16
-  streams, summed over the streams, and as a realtime factor at the dataset's rate."""
+def random_model(config) -> tuple:
+  """(family, model, variables) of `config` with random parameters."""
   family, model = models.family(config.model_name), models.create(config)
+  variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
+  return family, model, variables
+
+
+def measure_sampler(config, family, model, variables, samples: list[int],
+                    repeats: int) -> dict:
+  """Samples/s of the family's `generate` (its cached sampler) for 1 and 16 streams, summed
+  over the streams, and as a realtime factor at the dataset's rate."""
   if model.conditions:
     raise app.UsageError('the sampler benchmark measures unconditional models; pick such a '
                          '--config')
-  variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
   rate = specs.sample_rate(config.input)
   out = {'sample_rate': rate, 'receptive_field': getattr(model, 'receptive_field', None)}
   for streams, n in zip((1, 16), samples):
@@ -357,11 +363,11 @@ def measure_sampler(config, samples: list[int], repeats: int) -> dict:
 def bench_sampler() -> dict:
   """`measure_sampler` of --config, and its naive reference sampler where it has one."""
   config = FLAGS.config
-  out = measure_sampler(config, [int(n) for n in FLAGS.sampler_samples], FLAGS.repeats)
-  family, model = models.family(config.model_name), models.create(config)
+  family, model, variables = random_model(config)
+  out = measure_sampler(config, family, model, variables,
+                        [int(n) for n in FLAGS.sampler_samples], FLAGS.repeats)
   if not hasattr(family, 'naive_generate'):
     return out
-  variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
   window = jnp.zeros((1, model.receptive_field), jnp.int32)
   n = FLAGS.naive_samples
   naive = lambda: family.naive_generate(model, variables, jax.random.key(1), n,
@@ -515,8 +521,8 @@ def bench_attention() -> dict:
   if config is None:
     logging.warning('no Sparse Transformer sampler figures: %s', source)
   else:
-    out.update(measure_sampler(config, [int(n) for n in FLAGS.attention_sampler_samples],
-                               FLAGS.repeats))
+    out.update(measure_sampler(config, *random_model(config),
+                               [int(n) for n in FLAGS.attention_sampler_samples], FLAGS.repeats))
   return out
 
 

@@ -135,8 +135,8 @@ def restore_or_init(mngr: ocp.CheckpointManager, config: ml_collections.ConfigDi
 
 
 def _step_of(mngr: ocp.CheckpointManager, workdir: str, step: int | None) -> int:
-  latest = mngr.latest_step()
-  step = latest if step is None else step
+  """`step`, or the latest; FileNotFoundError naming the steps there if it is not."""
+  step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'{directory(workdir)} holds no checkpoint')
   if step not in mngr.all_steps():
@@ -146,15 +146,15 @@ def _step_of(mngr: ocp.CheckpointManager, workdir: str, step: int | None) -> int
 
 
 def saved_abstract(mngr: ocp.CheckpointManager, step: int,
-                   sharding_of: Callable[[tuple, tuple[int, ...]], jax.sharding.Sharding]):
+                   sharding_of: Callable[[tuple], jax.sharding.Sharding]):
   """The saved state's tree as ShapeDtypeStructs from the checkpoint's metadata, each laid
-  out as sharding_of(path, shape): a restore target that needs no model."""
+  out as sharding_of(its key path): a restore target that needs no model."""
   # Read by the state's handler itself: a manager learns its items' handlers only from a save
   # or restore, so a fresh one reports no metadata for them.
   path = epath.Path(str(mngr.directory)) / str(step) / 'state'
   tree = ocp.StandardCheckpointHandler().metadata(path).tree
   return jax.tree_util.tree_map_with_path(
-      lambda path, m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding_of(path, m.shape)),
+      lambda path, m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding_of(path)),
       tree, is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
 
 
@@ -167,5 +167,5 @@ def load(workdir: str, step: int | None = None) -> tuple[dict, ml_collections.Co
   with manager(workdir, read_only=True) as mngr:
     step = _step_of(mngr, workdir, step)
     config = saved_config(mngr, step)
-    state = restore(mngr, step, saved_abstract(mngr, step, lambda path, shape: device))
+    state = restore(mngr, step, saved_abstract(mngr, step, lambda path: device))
   return jax.tree.map(np.asarray, state), config

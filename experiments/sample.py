@@ -5,9 +5,10 @@ r"""Audio from a checkpoint, written as 16-bit .wav files.
         [--prompt=piece.wav --prompt_seconds=2] [--midi=piece.mid] [--global_id=K]
 
 Streams `num_samples` at once through the family's `generate` (models/__init__.py: float
-audio chunks, the same call for every family) and appends each chunk of `chunk_seconds` to its file as it comes (soundfile in write mode), so
-minutes of audio take the memory of one chunk. Prints progress and the realtime factor: seconds
-of audio per second of wall time, per stream (the first chunk includes compilation).
+audio chunks, the same call for every family) and appends each chunk of `chunk_seconds` to its
+file as it comes (soundfile in write mode), so minutes of audio take the memory of one chunk.
+Prints progress and the realtime factor: seconds of audio per second of wall time, per stream
+(the first chunk includes compilation).
 
   --prompt    a wav (any rate, mixed to mono, resampled to the model's rate with soxr, cut to
               --prompt_seconds) that every stream continues; the file holds the prompt as the

@@ -98,12 +98,11 @@ def variable_shardings(family, model: nn.Module, batch: dict, mesh: jax.sharding
 
 
 def restore_shardings(variable_shardings_: dict, mesh: jax.sharding.Mesh):
-  """sharding_of(path, shape) for checkpoint.saved_abstract: the variables' own shardings,
-  everything else of the state (optimiser state, step) replicated."""
+  """sharding_of(path) for checkpoint.saved_abstract: the variables' own shardings, everything
+  else of the state (optimiser state, step) replicated."""
   replicated = sharding.replicated(mesh)
 
-  def sharding_of(path, shape):
-    del shape
+  def sharding_of(path):
     node = variable_shardings_
     for k in path:
       key = getattr(k, 'key', getattr(k, 'idx', None))

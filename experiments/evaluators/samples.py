@@ -27,16 +27,21 @@ class Evaluator:
                split: str = 'validation'):
     self.context, self.seconds, self.temperature, self.split = context, seconds, temperature, split
     self.rate = specs.sample_rate(context.config.input)
+    self._cond = None
 
   def _conditioning(self) -> dict:
+    """The first segment's conditioning keys, read once."""
     keys = tuple(self.context.model.conditions)
     if not keys:
       return {}
+    if self._cond is not None:
+      return self._cond
     c = ml_collections.ConfigDict(self.context.config.input.to_dict())
     c.update(split=self.split, batch_size=jax.process_count(), crop_samples=None, shuffle=False,
              num_epochs=1, drop_remainder=False, worker_count=0)
     batch = next(pipeline.make_batches(c, shard_index=0, shard_count=1))  # the first segment
-    return {k: np.asarray(batch[k])[:1] for k in keys}
+    self._cond = {k: np.asarray(batch[k])[:1] for k in keys}
+    return self._cond
 
   def run(self, state: dict) -> dict:
     c = self.context
