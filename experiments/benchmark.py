@@ -57,6 +57,17 @@ with block l = the power of two nearest sqrt(n) (`--attention_block`), c = 1 sum
     parameters) in samples/s summed over 1 and 16 streams (`--attention_sampler_samples` per
     stream) and as a realtime factor, for `--config` if it names that model, else for
     experiments/configs/sparse_transformer.py:runlocal; 'config' holds the config it used.
+
+--what=spectral measures data/spectral.py against librosa (a test dependency, imported only
+here) on the same float32 input, uniform noise at 16 kHz: `--spectral_batch` (8) clips of
+`--spectral_seconds` (4 s) for the STFT (n_fft 2048, hop 512, Hann), the mel spectrogram (the
+same STFT, 128 Slaney mels, power 2) and the CQT (hop 512, 84 bins from C1);
+`--spectral_gl_batch` (2) clips for Griffin-Lim (`--spectral_gl_iterations` = 32 rounds,
+momentum 0.99, from |STFT| of the clips). JAX is jitted, timed after a warm-up call to
+block_until_ready; librosa is timed after a warm-up call too (its caches and numba). Each op
+reports the median wall time of `--repeats` calls, seconds of audio per second for both
+(batch x seconds / time), and jax_over_librosa, the ratio of those rates (> 1: JAX faster).
+XLA uses every core of the machine; librosa's FFTs (numpy / scipy) use one.
 """
 
 import functools
@@ -96,7 +107,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The job's flags, defined only when it runs as a program (see experiments/evaluate.py)."""
   flags.DEFINE_enum('what', 'input',
-                    ['input', 'train', 'sampler', 'memory', 'attention'],
+                    ['input', 'train', 'sampler', 'memory', 'attention', 'spectral'],
                     'What to measure.')
   config_flags.DEFINE_config_file(
       'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
@@ -143,6 +154,10 @@ def define_flags() -> None:
                     'attention: samples per stream per timed window of '
                     'the Sparse Transformer sampler, for 1 and 16 '
                     'streams.')
+  flags.DEFINE_float('spectral_seconds', 4.0, 'spectral: seconds per clip (16 kHz).')
+  flags.DEFINE_integer('spectral_batch', 8, 'spectral: clips per call of the STFT, mel and CQT.')
+  flags.DEFINE_integer('spectral_gl_batch', 2, 'spectral: clips per call of Griffin-Lim.')
+  flags.DEFINE_integer('spectral_gl_iterations', 32, 'spectral: Griffin-Lim iterations.')
   flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
                       'config.mesh over the devices present); on CPU, devices are faked.')
   flags.DEFINE_float('device_memory_gb', None,
@@ -526,6 +541,75 @@ def bench_attention() -> dict:
   return out
 
 
+SPECTRAL_SAMPLE_RATE = 16000
+
+
+def bench_spectral() -> dict:
+  """Throughput of data/spectral.py's STFT, mel spectrogram, CQT and Griffin-Lim against
+  librosa's on the same input (module docstring)."""
+  import librosa  # pylint: disable=g-import-not-at-top  (a test dependency)
+  from data import spectral  # pylint: disable=g-import-not-at-top
+  sr, seconds = SPECTRAL_SAMPLE_RATE, FLAGS.spectral_seconds
+  n, batch, gl_batch = int(round(seconds * sr)), FLAGS.spectral_batch, FLAGS.spectral_gl_batch
+  iterations = FLAGS.spectral_gl_iterations
+  if min(n, batch, gl_batch, iterations) < 1 or gl_batch > batch:
+    raise ValueError(f'spectral: bad sizes --spectral_seconds={seconds} --spectral_batch='
+                     f'{batch} --spectral_gl_batch={gl_batch} --spectral_gl_iterations='
+                     f'{iterations}')
+  x = np.random.default_rng(0).uniform(-0.5, 0.5, (batch, n)).astype(np.float32)
+  n_fft, hop = 2048, 512
+  magnitude = np.abs(librosa.stft(x[:gl_batch], n_fft=n_fft, hop_length=hop))
+  ops = {  # name: (settings, JAX, librosa, input)
+      'stft': (f'n_fft={n_fft} hop={hop} hann',
+               lambda y: spectral.stft(y, n_fft, hop),
+               lambda y: librosa.stft(y, n_fft=n_fft, hop_length=hop), x),
+      'mel': (f'n_fft={n_fft} hop={hop} n_mels=128 power=2',
+              lambda y: spectral.mel_spectrogram(y, sr, n_fft, hop, n_mels=128),
+              lambda y: librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop,
+                                                       n_mels=128), x),
+      'cqt': (f'hop={hop} n_bins=84 fmin=C1',
+              lambda y: spectral.cqt(y, sr, hop),
+              lambda y: librosa.cqt(y, sr=sr, hop_length=hop), x),
+      'griffin_lim': (f'n_fft={n_fft} hop={hop} n_iter={iterations} momentum=0.99',
+                      lambda s: spectral.griffin_lim(s, iterations, hop, length=n),
+                      lambda s: librosa.griffinlim(s, n_iter=iterations, hop_length=hop,
+                                                   length=n, random_state=0), magnitude),
+  }
+  by_op = {}
+  for name, (settings, ours, theirs, inputs) in ops.items():
+    clips = inputs.shape[0]
+    fn, arg = jax.jit(ours), jax.device_put(inputs)
+    run_jax = lambda fn=fn, arg=arg: jax.block_until_ready(fn(arg))
+    run_librosa = lambda theirs=theirs, inputs=inputs: theirs(inputs)
+    run_jax()  # compile + warm-up
+    run_librosa()  # librosa's caches (filters, numba)
+    jax_s, librosa_s = (_median_time(run_jax, FLAGS.repeats),
+                        _median_time(run_librosa, FLAGS.repeats))
+    audio_s = clips * seconds
+    by_op[name] = {'settings': settings, 'clips': clips, 'audio_s': audio_s, 'jax_s': jax_s,
+                   'librosa_s': librosa_s, 'jax_audio_s_per_s': audio_s / jax_s,
+                   'librosa_audio_s_per_s': audio_s / librosa_s,
+                   'jax_over_librosa': librosa_s / jax_s}
+    logging.info('spectral %s: jax %.4f s, librosa %.4f s', name, jax_s, librosa_s)
+  if distributed.is_main():
+    print(spectral_table(by_op))
+  return {'spectral_sample_rate': sr, 'spectral_seconds': seconds, 'spectral_batch': batch,
+          'spectral_gl_batch': gl_batch, 'spectral_gl_iterations': iterations,
+          'spectral_repeats': FLAGS.repeats, 'librosa': librosa.__version__,
+          'spectral': by_op}
+
+
+def spectral_table(by_op: dict) -> str:
+  """The spectral figures as a fixed-width table, one row per op."""
+  rows = [f'{"op":<12}{"clips":>6}{"jax s":>10}{"librosa s":>11}{"jax audio s/s":>15}'
+          f'{"librosa audio s/s":>19}{"jax/librosa":>13}']
+  for name, r in by_op.items():
+    rows.append(f'{name:<12}{r["clips"]:>6}{r["jax_s"]:>10.4f}{r["librosa_s"]:>11.4f}'
+                f'{r["jax_audio_s_per_s"]:>15.1f}{r["librosa_audio_s_per_s"]:>19.1f}'
+                f'{r["jax_over_librosa"]:>13.2f}')
+  return '\n'.join(rows)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
@@ -533,12 +617,12 @@ def main(argv):
     _fake_devices()
   distributed.initialize()
   figures = {'what': FLAGS.what, 'machine': describe_machine()}
-  if FLAGS.what != 'input':
+  if FLAGS.what not in ('input', 'spectral'):
     figures['config'] = json.loads(FLAGS.config.to_json_best_effort())
   try:
     figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
                     'memory': bench_memory,
-                    'attention': bench_attention}[FLAGS.what]())
+                    'attention': bench_attention, 'spectral': bench_spectral}[FLAGS.what]())
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():

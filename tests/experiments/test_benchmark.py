@@ -80,3 +80,24 @@ def test_sampler_benchmark_writes_json(tmp_path):
               'naive_sampler_1_stream_samples_per_s', 'sampler_1_stream_realtime_factor'):
     assert figures[key] > 0, key
   assert figures['machine']['cpu_count'] >= 1
+
+
+def test_spectral_benchmark_writes_json(tmp_path):
+  out = tmp_path / 'spectral.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--what=spectral', f'--json={out}',
+       '--spectral_seconds=0.25', '--spectral_batch=2', '--spectral_gl_batch=1',
+       '--spectral_gl_iterations=2', '--repeats=1'],
+      cwd=ROOT, check=True, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+  figures = json.loads(out.read_text())
+  assert figures['what'] == 'spectral' and 'config' not in figures
+  assert figures['spectral_batch'] == 2 and figures['spectral_gl_iterations'] == 2
+  assert list(figures['spectral']) == ['stft', 'mel', 'cqt', 'griffin_lim']
+  for name, row in figures['spectral'].items():
+    assert row['clips'] == (1 if name == 'griffin_lim' else 2), name
+    for key in ('jax_s', 'librosa_s', 'jax_audio_s_per_s', 'librosa_audio_s_per_s',
+                'jax_over_librosa'):
+      assert row[key] > 0, (name, key)
+    assert row['audio_s'] == row['clips'] * 0.25
+  assert 'jax/librosa' in proc.stdout  # the table
