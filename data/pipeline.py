@@ -20,6 +20,7 @@ have produced. (grain's workers interleave their records, so changing
 checkpoint as `grain.checkpoint.CheckpointSave(batches)` (one small JSON per process).
 """
 
+import functools
 import math
 import sys
 
@@ -27,11 +28,13 @@ from absl import flags
 from absl import logging
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from data import audio as audio_lib
 from data import maestro
+from data import spectral
 from data import specs
 
 def load_source(config: ml_collections.ConfigDict):
@@ -63,10 +66,17 @@ class _WithIndex:
 
 
 class _Crop(grain.transforms.RandomMap):
-  """Keeps the wanted keys and crops `crop` samples (frame-aligned with `hop`) at random."""
+  """Keeps the wanted keys and crops `crop` samples (frame-aligned with `hop`) at random.
 
-  def __init__(self, crop: int | None, hop: int, frame_keys: tuple[str, ...]):
+  For the 'mel' feature it keeps `pcm`, the int16 samples the crop's mel frames read: frame f
+  is centred on crop sample f hop, so the crop with n_fft // 2 samples of the segment around
+  it (zeros beyond the segment's ends); `Batches` turns it into `mel` on the device.
+  """
+
+  def __init__(self, crop: int | None, hop: int, frame_keys: tuple[str, ...],
+               mel_n_fft: int = 0):
     self._crop, self._hop, self._frame_keys = crop, hop, frame_keys
+    self._n_fft = mel_n_fft
 
   def random_map(self, ex, rng: np.random.Generator):
     n = len(ex['audio'])
@@ -77,7 +87,14 @@ class _Crop(grain.transforms.RandomMap):
            'index': np.int32(ex['index']),
            'start_sample': np.int32(ex['start_sample'] + start)}
     for k in self._frame_keys:
-      out[k] = ex[k][start // self._hop:(start + crop) // self._hop]
+      if k != 'mel':
+        out[k] = ex[k][start // self._hop:(start + crop) // self._hop]
+    if 'mel' in self._frame_keys:
+      frames = -(-crop // self._hop)
+      lo = start - self._n_fft // 2
+      hi = lo + (frames - 1) * self._hop + self._n_fft
+      pcm = ex['audio'][max(lo, 0):min(hi, n)]
+      out['pcm'] = np.pad(pcm, (max(0, -lo), max(0, hi - n)))
     return out
 
 
@@ -165,7 +182,7 @@ def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_
                              config.drop_remainder)
   return grain.DataLoader(
       data_source=_WithIndex(source), sampler=sampler, shard_options=grain.sharding.NoSharding(),
-      operations=[_Crop(config.crop_samples, hop, keys), _Encode(config.encoding, config.bits),
+      operations=[_Crop(config.crop_samples, hop, keys, config.mel.n_fft), _Encode(config.encoding, config.bits),
                   grain.transforms.Batch(per_process_batch, drop_remainder=config.drop_remainder)],
       worker_count=config.worker_count, worker_buffer_size=config.worker_buffer_size)
 
@@ -185,13 +202,36 @@ def batch_shards(global_batch: int, sharding: jax.sharding.NamedSharding | None)
   return global_batch // processes
 
 
-class Batches:
-  """Iterator of global batches; checkpointable with grain.checkpoint.CheckpointSave/Restore."""
+def mel_features(audio, input_config: ml_collections.ConfigDict,
+                 center: bool = True) -> jax.Array:
+  """The 'mel' frame feature [..., F, n_mels] of float audio [..., T] (input_config.mel, the
+  dataset's hop): with `center`, frame f is centred on sample f hop (zeros before the start),
+  F = ceil(T / hop); without, `audio` is a crop's `pcm` window (see `_Crop`) and F counts
+  the frames that fit in it."""
+  kwargs = specs.mel_kwargs(input_config)
+  mel = spectral.log_mel_spectrogram(audio, center=center, **kwargs)
+  if center:
+    mel = mel[..., :-(-audio.shape[-1] // kwargs['hop_length'])]
+  return jnp.swapaxes(mel, -1, -2)
 
-  def __init__(self, loader: grain.DataLoader, sharding, per_process_batch: int, pad: bool):
+
+class Batches:
+  """Iterator of global batches; checkpointable with grain.checkpoint.CheckpointSave/Restore.
+
+  The 'mel' feature is computed here, from the crops' int16 `pcm` windows, by a jitted
+  function on the batch's devices (sharded as the batch): on an accelerator it costs the step
+  almost nothing, where the host's cores feed every device of a process.
+  """
+
+  def __init__(self, loader: grain.DataLoader, sharding, per_process_batch: int, pad: bool,
+               input_config: ml_collections.ConfigDict | None = None):
     self._iterator = iter(loader)
     self._sharding, self._batch, self._pad = sharding, per_process_batch, pad
     self._global = per_process_batch * jax.process_count()
+    self._mel = None
+    if input_config is not None and 'mel' in input_config.frame_features:
+      mel = functools.partial(_pcm_mel, input_config=input_config)
+      self._mel = jax.jit(mel, out_shardings=sharding) if sharding is not None else jax.jit(mel)
 
   def __iter__(self):
     return self
@@ -203,10 +243,14 @@ class Batches:
       batch = {k: np.concatenate([v, np.zeros((self._batch - n,) + v.shape[1:], v.dtype)])
                for k, v in batch.items()}
       batch['mask'] = np.arange(self._batch) < n
-    if self._sharding is None:
-      return batch
-    return {k: jax.make_array_from_process_local_data(self._sharding, v, (self._global,) +
-                                                      v.shape[1:]) for k, v in batch.items()}
+    if self._sharding is not None:
+      batch = {k: jax.make_array_from_process_local_data(self._sharding, v, (self._global,) +
+                                                         v.shape[1:]) for k, v in batch.items()}
+    if self._mel is not None:
+      batch['mel'] = self._mel(batch.pop('pcm'))
+      if self._sharding is None:
+        batch['mel'] = np.asarray(batch['mel'])
+    return batch
 
   # The grain/Orbax checkpoint protocol, delegated to the DataLoader iterator.
   def get_state(self) -> bytes:
@@ -242,7 +286,12 @@ def make_batches(config: ml_collections.ConfigDict,
   logging.info('Input: maestro/%s %s, %d records, %d per process-batch, shard %d of %d',
                builder.builder_config.name, config.split, len(source), per_process,
                shard_index, shard_count)
-  return Batches(loader, sharding, per_process, pad=not config.drop_remainder)
+  return Batches(loader, sharding, per_process, pad=not config.drop_remainder,
+                 input_config=config)
+
+
+def _pcm_mel(pcm: jax.Array, input_config: ml_collections.ConfigDict) -> jax.Array:
+  return mel_features(pcm.astype(jnp.float32) / 32768., input_config, center=False)
 
 
 
@@ -262,7 +311,7 @@ def eval_batches(input_config: ml_collections.ConfigDict, split: str, batch_size
   source, builder = load_source(c)
   per_process = batch_shards(batch_size, sharding)
   host = Batches(make_loader(c, source, builder, per_process, jax.process_index(),
-                             jax.process_count()), None, per_process, pad=True)
+                             jax.process_count()), None, per_process, pad=True, input_config=c)
   n = -(-len(source) // batch_size)  # global batches; a process's last ones may be empty
   if max_batches is not None:
     n = min(n, max_batches)
@@ -272,7 +321,7 @@ def eval_batches(input_config: ml_collections.ConfigDict, split: str, batch_size
     if batch is None:  # this process's rows are done: an all-padding batch
       if template is None:  # it had none at all (a split smaller than one global batch)
         template = next(Batches(make_loader(c, source, builder, per_process, 0,
-                                            jax.process_count()), None, per_process, True))
+                                            jax.process_count()), None, per_process, True, c))
       batch = {k: np.zeros_like(v) for k, v in template.items()}
     template = template or batch
     yield {k: jax.make_array_from_process_local_data(

@@ -15,11 +15,16 @@ A batch is a dict of arrays with a leading batch axis:
 
     audio        [B, T] int32 codes ('mu_law', 'linear') or float32 in [-1, 1] ('float')
     pianoroll, onsets [B, F, 88] bool, velocities [B, F, 88] uint8   (when asked for)
+    mel          [B, F, n_mels] float32 log-mel frames of the audio (when asked for; its
+                 settings are `input.mel`, its hop the dataset's)
     index        [B] int32   the record's position in the split (for bookkeeping)
     start_sample [B] int32   the crop's offset in the resampled piece
     mask         [B] bool    only with drop_remainder=False: False on padding rows
 
-Frame f of a crop covers audio samples [f hop, (f + 1) hop): F = ceil(T / hop).
+Frame f of a crop covers audio samples [f hop, (f + 1) hop): F = ceil(T / hop). The mel frame f
+is the STFT frame centred on sample f hop of the crop (librosa's `center=True` convention),
+computed from the piece around the crop, so that it equals frame start / hop + f of
+`data.spectral.log_mel_spectrogram` of the whole segment (data/pipeline.py, `mel_features`).
 """
 
 import dataclasses
@@ -31,8 +36,9 @@ import numpy as np
 NUM_KEYS = 88  # piano keys, MIDI notes 21..108 (A0..C8)
 CSV_COLUMNS = ('canonical_composer', 'canonical_title', 'split', 'year', 'midi_filename',
                'audio_filename', 'duration')  # the MAESTRO CSV (v1-v3)
+# name: (width, dtype); the width of 'mel' is input.mel.n_mels
 FRAME_FEATURES = {'pianoroll': (NUM_KEYS, np.bool_), 'onsets': (NUM_KEYS, np.bool_),
-                  'velocities': (NUM_KEYS, np.uint8)}  # name: (width, dtype)
+                  'velocities': (NUM_KEYS, np.uint8), 'mel': (None, np.float32)}
 ENCODINGS = ('mu_law', 'linear', 'float')
 
 
@@ -92,6 +98,7 @@ def input_config() -> ml_collections.ConfigDict:
   c.encoding = 'mu_law'  # one of ENCODINGS
   c.bits = 8  # bits of the 'mu_law' / 'linear' codes
   c.frame_features = ()  # a subset of FRAME_FEATURES
+  c.mel = mel_config()  # the 'mel' frame feature; its hop is the dataset's
   c.shuffle = True
   c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
   c.drop_remainder = True  # False: pad the last batch and add `mask`
@@ -100,6 +107,32 @@ def input_config() -> ml_collections.ConfigDict:
   c.worker_buffer_size = 2  # batches each worker prepares ahead
   c.prepare_workers = 2  # processes for building the dataset if it is not there yet
   return c
+
+
+def mel_config() -> ml_collections.ConfigDict:
+  """`config.input.mel`: the log-mel frames of the 'mel' feature (data.spectral's argument
+  names). The hop is the dataset's, so that mel frames align with the other frame features."""
+  c = ml_collections.ConfigDict()
+  c.n_fft = 2048
+  c.win_length = ml_collections.config_dict.placeholder(int)  # None: n_fft
+  c.window = 'hann'
+  c.n_mels = 80
+  c.fmin = 0.0
+  c.fmax = ml_collections.config_dict.placeholder(float)  # None: sample_rate / 2
+  c.htk = False
+  c.norm = 'slaney'
+  c.power = 1.0  # 1: magnitude, 2: power
+  c.floor = 1e-5  # log(max(mel, floor)): -100 dB of full-scale amplitude
+  return c
+
+
+def mel_kwargs(input_config: ml_collections.ConfigDict) -> dict:
+  """data.spectral.log_mel_spectrogram's keyword arguments for `input_config.mel`."""
+  m = input_config.mel
+  return dict(sr=sample_rate(input_config), n_fft=m.n_fft,
+              hop_length=dataset(input_config.dataset).hop_length, win_length=m.win_length,
+              window=m.window, n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax, htk=m.htk,
+              norm=m.norm, power=m.power, floor=m.floor)
 
 
 def sample_rate(input_config: ml_collections.ConfigDict) -> int:
@@ -117,15 +150,32 @@ def check(input_config: ml_collections.ConfigDict) -> None:
   if input_config.encoding not in ENCODINGS:
     raise ValueError(f'input.encoding={input_config.encoding!r}: expected one of '
                      f'{", ".join(ENCODINGS)}')
-  frame_width(input_config.frame_features, 'input.frame_features')
+  frame_width(input_config, input_config.frame_features, 'input.frame_features')
+  if 'mel' in input_config.frame_features:
+    m, rate = input_config.mel, sample_rate(input_config)
+    win = m.n_fft if m.win_length is None else m.win_length
+    if not 0 < win <= m.n_fft:
+      raise ValueError(f'input.mel.win_length={m.win_length}: expected 1..n_fft={m.n_fft}')
+    if m.n_mels <= 0:
+      raise ValueError(f'input.mel.n_mels={m.n_mels}: expected a positive number')
+    fmax = rate / 2 if m.fmax is None else m.fmax
+    if not 0 <= m.fmin < fmax <= rate / 2:
+      raise ValueError(f'input.mel: expected 0 <= fmin={m.fmin} < fmax={m.fmax} <= '
+                       f'{rate / 2} (half the sample rate)')
 
 
-def frame_width(keys, where: str) -> int:
+def feature_width(input_config: ml_collections.ConfigDict, key: str) -> int:
+  """The width of frame feature `key` (n_mels for 'mel')."""
+  width = FRAME_FEATURES[key][0]
+  return input_config.mel.n_mels if width is None else width
+
+
+def frame_width(input_config: ml_collections.ConfigDict, keys, where: str) -> int:
   """The summed width of frame features `keys` (ValueError naming `where` for unknown ones)."""
   unknown = [k for k in keys if k not in FRAME_FEATURES]
   if unknown:
     raise ValueError(f'{where}={tuple(keys)}: {unknown} not in {tuple(FRAME_FEATURES)}')
-  return sum(FRAME_FEATURES[k][0] for k in keys)
+  return sum(feature_width(input_config, k) for k in keys)
 
 
 def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None = None,
@@ -139,8 +189,7 @@ def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None =
   out = {'audio': ((b, t), np.dtype(audio))}
   frames = -(-t // dataset(input_config.dataset).hop_length)
   for k in input_config.frame_features:
-    width, dtype = FRAME_FEATURES[k]
-    out[k] = ((b, frames, width), np.dtype(dtype))
+    out[k] = ((b, frames, feature_width(input_config, k)), np.dtype(FRAME_FEATURES[k][1]))
   return out
 
 

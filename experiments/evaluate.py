@@ -138,6 +138,8 @@ def _evaluate_step(mngr, workdir: str, step: int, split: str, batch_size: int | 
                                                                      s['sharding_of']))
     metrics = s['evaluator'].run(state)
   del state
+  clips = {k: v for k, v in metrics.items() if isinstance(v, metrics_lib.Audio)}
+  metrics = {k: v for k, v in metrics.items() if k not in clips}
   results = read_results(workdir, split)
   record = dict(metrics, step=step, split=split, eval=eval_name, batch_size=batch_size,
                 crop_samples=crop_samples, total_steps=config.total_steps,
@@ -152,6 +154,7 @@ def _evaluate_step(mngr, workdir: str, step: int, split: str, batch_size: int | 
     writer.scalars(step, {f'{split}/{k}': v for k, v in record.items()
                           if isinstance(v, (int, float)) and k not in (
                               'step', 'batch_size', 'crop_samples', 'total_steps', 'wall_s')})
+    writer.write(step, f'{split}/{eval_name}', clips)  # audio clips: TensorBoard only
   return record
 
 

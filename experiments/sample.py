@@ -2,7 +2,8 @@ r"""Audio from a checkpoint, written as 16-bit .wav files.
 
     python -m experiments.sample --workdir=/tmp/wn --num_samples=4 --seconds=10 --out=/tmp/wn/wav \
         [--step=N] [--temperature=1.0] [--seed=0] [--chunk_seconds=1] \
-        [--prompt=piece.wav --prompt_seconds=2] [--midi=piece.mid] [--global_id=K]
+        [--prompt=piece.wav --prompt_seconds=2] [--midi=piece.mid] [--mel_from=piece.wav] \
+        [--global_id=K]
 
 Streams `num_samples` at once through the family's `generate` (models/__init__.py: float
 audio chunks, the same call for every family) and appends each chunk of `chunk_seconds` to its
@@ -19,6 +20,10 @@ Prints progress and the realtime factor: seconds of audio per second of wall tim
               covering prompt and continuation (both start at the MIDI's time 0), passed as the
               conditioning dict of batch keys; the family transforms them as in training.
               --seconds defaults to the MIDI's length less the prompt.
+  --mel_from  a wav whose log-mel frames (config.input.mel, computed as the training data's)
+              condition a mel vocoder (a model reading 'mel'), covering prompt and
+              continuation; --seconds defaults to the wav's length less the prompt
+              (experiments/resynthesize.py also scores the result against Griffin-Lim).
   --global_id the id of a model conditioned on a key of global ids (e.g. 'instrument').
 
 Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1. Launched as several
@@ -39,6 +44,7 @@ import soundfile as sf
 
 from data import audio as audio_lib
 from data import midi as midi_lib
+from data import pipeline
 from data import specs
 from experiments import checkpoint
 from experiments import distributed
@@ -96,6 +102,17 @@ def midi_features(config: ml_collections.ConfigDict, model, path: str,
   return {k: frames[k][None] for k in _frame_keys(model)}
 
 
+def wav_mel(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
+  """The 'mel' frames [1, F, n_mels] of a wav (any rate, resampled to the model's), frame f
+  centred on its sample f hop, F = ceil(samples / hop).
+
+  Raises:
+    AudioError: the file is missing or does not decode.
+  """
+  wave = load_prompt(config, path)
+  return np.asarray(pipeline.mel_features(wave[None], config.input))
+
+
 def midi_seconds(path: str) -> float:
   """The length of a MIDI file: the end of its last note (sustain included)."""
   return midi_lib.load_notes(path).end_time
@@ -128,13 +145,19 @@ def generate_audio(config: ml_collections.ConfigDict, model, variables: dict, rn
                              first_stream=first_stream, **kwargs)  # [B, n]
 
 
-def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | None) -> None:
+def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | None,
+                        mel_from: str | None = None) -> None:
   frame_keys, id_keys = _frame_keys(model), _id_keys(model)
-  if midi is not None and not frame_keys:
-    raise ValueError(f'--midi={midi}: the model in {workdir} is not conditioned on frame '
+  midi_keys = tuple(k for k in frame_keys if k != 'mel')
+  if midi is not None and not midi_keys:
+    raise ValueError(f'--midi={midi}: the model in {workdir} is not conditioned on MIDI frame '
                      'features')
-  if midi is None and frame_keys:
-    raise ValueError(f'{workdir}: the model is conditioned on {frame_keys}; pass --midi=file.mid')
+  if midi is None and midi_keys:
+    raise ValueError(f'{workdir}: the model is conditioned on {midi_keys}; pass --midi=file.mid')
+  if mel_from is not None and 'mel' not in frame_keys:
+    raise ValueError(f'--mel_from={mel_from}: the model in {workdir} is not conditioned on mel')
+  if mel_from is None and 'mel' in frame_keys:
+    raise ValueError(f"{workdir}: the model is conditioned on 'mel'; pass --mel_from=file.wav")
   if global_id is not None and not id_keys:
     raise ValueError(f'--global_id={global_id}: the model in {workdir} is not conditioned on '
                      'global ids')
@@ -147,19 +170,22 @@ def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | 
 def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
            step: int | None = None, temperature: float = 1.0, prompt: str | None = None,
            prompt_seconds: float | None = None, midi: str | None = None, seed: int = 0,
-           chunk_seconds: float = 1.0, global_id: int | None = None) -> list[str]:
+           chunk_seconds: float = 1.0, global_id: int | None = None,
+           mel_from: str | None = None) -> list[str]:
   """Writes `num_samples` wav files of `seconds` of new audio each (module docstring).
 
   Args:
     workdir: the training run; its checkpoint `step` (default the latest) is used.
     num_samples: files (streams sampled together).
-    seconds: new audio per file, after the prompt; None: the MIDI's length less the prompt.
+    seconds: new audio per file, after the prompt; None: the MIDI's (or --mel_from wav's)
+      length less the prompt.
     out_dir: where the files go (created).
     step, temperature, seed: which checkpoint, and how to draw.
     prompt, prompt_seconds: a wav to continue, and how much of it.
     midi: a MIDI file for a MIDI-conditioned model.
     chunk_seconds: audio per compiled sampler call and per write.
     global_id: the id of a globally conditioned model.
+    mel_from: a wav whose mel conditions a mel vocoder.
 
   Returns:
     The paths of the files this process wrote (all of them in a single process).
@@ -173,16 +199,19 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   state, config = checkpoint.load(workdir, step)
   step = int(state['step'])
   model = models.create(config)
-  _check_conditioning(model, workdir, midi, global_id)
+  _check_conditioning(model, workdir, midi, global_id, mel_from)
   rate = specs.sample_rate(config.input)
   wave = None if prompt is None else load_prompt(config, prompt, prompt_seconds)  # [P]
   n_prompt = 0 if wave is None else len(wave)
+  mel = None if mel_from is None else wav_mel(config, mel_from)
   if seconds is None:
-    if midi is None:
-      raise ValueError('--seconds is required without --midi')
-    end = midi_seconds(midi)
+    if midi is None and mel is None:
+      raise ValueError('--seconds is required without --midi or --mel_from')
+    source = midi if midi is not None else mel_from
+    end = (midi_seconds(midi) if midi is not None else
+           mel.shape[1] * specs.dataset(config.input.dataset).hop_length / rate)
     if end <= n_prompt / rate:
-      raise ValueError(f'--midi={midi} ends at {end:.2f} s, before the {n_prompt / rate:.2f} s '
+      raise ValueError(f'{source} ends at {end:.2f} s, before the {n_prompt / rate:.2f} s '
                        'prompt does: pass --seconds')
     seconds = end - n_prompt / rate
   n = int(round(seconds * rate))
@@ -190,6 +219,8 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
     raise ValueError(f'--seconds={seconds}: expected at least one sample of new audio')
   # Without a prompt a code sampler starts from one silent code at position 0 (not written).
   cond = {} if midi is None else midi_features(config, model, midi, max(n_prompt, 1) + n)
+  if mel is not None:
+    cond['mel'] = mel  # frames past its end repeat its last one
   if global_id is not None:
     cond[_id_keys(model)[0]] = np.array([global_id], np.int32)
   chunk = max(1, int(round(chunk_seconds * rate)))
@@ -203,6 +234,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   say(f'{workdir} step {step}: {num_samples} x {n / rate:.2f} s at {rate} Hz'
       + (f' after a {n_prompt / rate:.2f} s prompt' if n_prompt else '')
       + (f', conditioned on {midi}' if midi else '')
+      + (f', conditioned on the mel of {mel_from}' if mel_from else '')
       + (f', over {jax.process_count()} processes' if jax.process_count() > 1 else ''),
       flush=True)
   if lo < hi:
@@ -254,6 +286,7 @@ def define_flags() -> None:
   flags.DEFINE_string('prompt', None, 'A wav file to continue.')
   flags.DEFINE_float('prompt_seconds', None, 'Use this much of the prompt; default all of it.')
   flags.DEFINE_string('midi', None, 'MIDI file for a MIDI-conditioned model.')
+  flags.DEFINE_string('mel_from', None, 'A wav whose mel conditions a mel vocoder.')
   flags.DEFINE_integer('global_id', None, 'The id of a globally conditioned model.')
   flags.DEFINE_integer('seed', 0, 'PRNG seed.')
   flags.DEFINE_float('chunk_seconds', 1.0, 'Audio per sampler call and per write.')
@@ -268,7 +301,7 @@ def main(argv):
   with runtime.one_line_errors('sample'):
     distributed.initialize()
     sample(f.workdir, f.num_samples, f.seconds, f.out, f.step, f.temperature, f.prompt,
-           f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id)
+           f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id, f.mel_from)
   distributed.shutdown()
 
 

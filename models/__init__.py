@@ -115,7 +115,7 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
     if missing:
       raise ValueError(f'config.model.local_keys={tuple(local_keys)}: {missing} not in '
                        f'config.input.frame_features={tuple(data.frame_features)}')
-    facts['local_features'] = specs.frame_width(local_keys, 'config.model.local_keys')
+    facts['local_features'] = specs.frame_width(data, local_keys, 'config.model.local_keys')
   return facts
 
 

@@ -103,6 +103,16 @@ def samples_eval(every_steps: int = 5000, seconds: float = 2.0) -> ml_collection
                                     'split': 'validation'})
 
 
+def spectral_eval(every_steps: int = 5000, split: str = 'validation', clips: int = 8,
+                  seconds: float = 2.0, griffin_lim_iters: int = 64) -> ml_collections.ConfigDict:
+  """A mel vocoder against Griffin-Lim on the same mel: spectral distances to the reference
+  (experiments/evaluators/spectral.py)."""
+  return ml_collections.ConfigDict({'type': 'spectral', 'every_steps': every_steps,
+                                    'split': split, 'clips': clips, 'seconds': seconds,
+                                    'griffin_lim_iters': griffin_lim_iters,
+                                    'temperature': 1.0})
+
+
 def runlocal(c: ml_collections.ConfigDict, total_steps: int, learning_rate: float,
              microbatches: int, evals_every: int, log_every: int) -> None:
   """The laptop settings every family shares: the embedded corpus at 16 kHz (built on first

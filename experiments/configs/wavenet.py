@@ -12,6 +12,12 @@ Variants (combine with commas, e.g. `:midi,runlocal`):
   midi      the Wave2Midi2Wave synthesiser setting: the same network conditioned on the
             pianoroll, onsets and velocities of the aligned MIDI (88 keys each, 31.25 frames/s),
             held for the 512 samples of each frame.
+  mel       the Tacotron 2 vocoder: conditioned on 80-band log-mel frames (data/specs.py,
+            `mel_config`) of 24 kHz audio at a 300-sample (12.5 ms) hop, 1,200-sample (50 ms)
+            windows, 125 Hz - 7.6 kHz, log floor 0.01; 30 layers in 3 cycles, a 10-component
+            mixture of logistics over 16-bit linear audio; each frame projected per layer and
+            held for its 300 samples. Evaluated by the `spectral` evaluator against Griffin-Lim
+            on the same mel (`python -m experiments.resynthesize` vocodes a wav).
   peer      the setting public WaveNets are benchmarked in: 30 layers in 3 cycles of 1..512,
             64 residual / 128 gate / 64 skip channels, kernel 2, 256-way softmax,
             batch 4 x 8,000 samples, unconditional.
@@ -19,7 +25,9 @@ Variants (combine with commas, e.g. `:midi,runlocal`):
             and optimizer state, and float32 logits, softmax and loss.
   runlocal  a laptop run on the embedded corpus (2 CPU cores): 10 layers (receptive field
             1,025 samples), 32/64/64 channels, batch 8 x 2,048 samples in 8 microbatches,
-            1,200 steps (about 2.5 minutes on 2 cores).
+            1,200 steps (about 2.5 minutes on 2 cores). With `mel`: the corpus's 16 kHz and
+            512-sample hop, 80 mels over 0-8 kHz from 2,048-sample windows (log floor 0.01
+            as above), 8-bit mu-law softmax output.
 
 Train, then sample:
 
@@ -35,7 +43,9 @@ from experiments.configs import common
 
 
 def get_config(arg: str | None = None):
-  arg = common.parse_arg(arg, runlocal=False, midi=False, peer=False, bf16=False)
+  arg = common.parse_arg(arg, runlocal=False, midi=False, mel=False, peer=False, bf16=False)
+  if arg.midi and arg.mel:
+    raise ValueError('config arguments midi and mel: choose one conditioning')
   c = common.base_config()
   c.model_name = 'wavenet'
   # num_classes (2^input.bits), hop_length and local_features come from c.input.
@@ -62,6 +72,18 @@ def get_config(arg: str | None = None):
     c.input.frame_features = ('pianoroll', 'onsets', 'velocities')
     c.model.local_keys = c.input.frame_features  # held for the dataset's hop
 
+  if arg.mel:
+    c.input.dataset = 'sr24000_seg96000_hop300'
+    c.input.encoding = 'linear'
+    c.input.bits = 16
+    c.input.crop_samples = 9600  # 32 frames
+    c.input.frame_features = ('mel',)
+    c.input.mel.update(n_fft=2048, win_length=1200, n_mels=80, fmin=125., fmax=7600.,
+                       floor=0.01)
+    c.model.local_keys = ('mel',)
+    c.model.update(num_layers=30, output='mixture', num_mixtures=10)
+    c.evals.resynthesis = common.spectral_eval()
+
   if arg.bf16:
     c.model.dtype = 'bfloat16'  # compute; parameters and optimizer state stay float32
 
@@ -69,6 +91,11 @@ def get_config(arg: str | None = None):
     common.runlocal(c, total_steps=1200, learning_rate=3e-3, evals_every=400, log_every=100,
                     microbatches=8)  # 8: 1.9x the throughput of whole batches on 2 cores
     c.model.update(residual_channels=32, gate_channels=64, skip_channels=64, num_layers=10)
+    if arg.mel:
+      c.input.update(encoding='mu_law', bits=8)
+      c.input.mel.update(n_fft=2048, win_length=None, n_mels=80, fmin=0., fmax=None)
+      c.model.output = 'softmax'
+      c.evals.resynthesis.update(every_steps=c.total_steps, clips=4, seconds=1.0)
   return c
 
 

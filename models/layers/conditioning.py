@@ -1,14 +1,16 @@
 """Batch keys -> conditioning arrays, the same in the loss and in the sampler.
 
 A model names the batch keys it is conditioned on (`Model.conditions`): frame features of
-data/specs.py (MIDI pianoroll, onsets, velocities, ...) become local conditioning [B, F, D],
-concatenated in the model's order, with velocities scaled from 0..127 to [0, 1]; any other key
-is an int [B] of global ids.
+data/specs.py (MIDI pianoroll, onsets, velocities, log-mel frames) become local conditioning
+[B, F, D], concatenated in the model's order, scaled to values of order 1 (velocities from
+0..127 to [0, 1]; log-mel, natural log above a floor of at least 1e-5, divided by 4: -11.5..2
+to about -3..0.5), so that a model's first conditioning layer starts out of saturation; any
+other key is an int [B] of global ids.
 """
 
 import jax.numpy as jnp
 
-_DIVISOR = {'velocities': 127.}  # to [0, 1]
+_DIVISOR = {'velocities': 127., 'mel': 4.}  # to order-1 values
 
 
 def frames(cond: dict, keys) -> jnp.ndarray:

@@ -1,6 +1,7 @@
 """The grain input pipeline: determinism, sharding, crops, global arrays and restore."""
 
 import jax
+import librosa
 import numpy as np
 import orbax.checkpoint as ocp
 import grain
@@ -43,8 +44,11 @@ def test_same_seed_same_batches(config):
   assert any(not np.array_equal(a['audio'], b['audio']) for a, b in zip(first, other))
 
 
+MIDI_FEATURES = ('pianoroll', 'onsets', 'velocities')
+
+
 def test_crops_are_the_source_segments(config, built):
-  config.frame_features = tuple(specs.FRAME_FEATURES)
+  config.frame_features = MIDI_FEATURES
   source = built.as_data_source()['train']
   hop = TEST_CONFIG.hop_length
   for batch in _take(pipeline.make_batches(config), 3):
@@ -56,8 +60,46 @@ def test_crops_are_the_source_segments(config, built):
       assert offset % hop == 0 and 0 <= offset <= TEST_CONFIG.segment_samples - 4000
       want = audio.mu_law_encode(audio.from_int16(ex['audio'][offset:offset + 4000]))
       np.testing.assert_array_equal(batch['audio'][i], want)
-      for k in tuple(specs.FRAME_FEATURES):
+      for k in MIDI_FEATURES:
         np.testing.assert_array_equal(batch[k][i], ex[k][offset // hop:offset // hop + 8])
+
+
+def _log_mel(wave, config):
+  """The reference: librosa's mel spectrogram of `wave`, log with the config's floor, [F, M]."""
+  m, hop = config.mel, TEST_CONFIG.hop_length
+  mel = librosa.feature.melspectrogram(y=wave, sr=16000, n_fft=m.n_fft, hop_length=hop,
+                                       n_mels=m.n_mels, power=m.power)
+  return np.log(np.maximum(mel, m.floor)).T
+
+
+def test_mel_frames_are_those_of_the_segment_around_the_crop(config, built):
+  """Frame f of a crop is librosa's frame centred on its sample f hop, read from the segment
+  (zeros beyond its ends); frames whose window lies inside the crop need no context."""
+  config.update(frame_features=('mel', 'onsets'), encoding='float', crop_samples=4000)
+  source = built.as_data_source()['train']
+  hop, n_fft = TEST_CONFIG.hop_length, config.mel.n_fft
+  inner = slice(-(-n_fft // 2 // hop), 4000 // hop - n_fft // 2 // hop)  # windows inside
+  batch = next(pipeline.make_batches(config))
+  assert batch['mel'].shape == (4, 8, 80) and batch['mel'].dtype == np.float32
+  assert 'pcm' not in batch
+  for i, idx in enumerate(batch['index']):
+    ex = source[int(idx)]
+    offset = int(batch['start_sample'][i] - ex['start_sample'])
+    segment = audio.from_int16(ex['audio'])
+    want = _log_mel(segment, config)[offset // hop:offset // hop + 8]
+    np.testing.assert_allclose(batch['mel'][i], want, atol=2e-3)
+    crop_only = _log_mel(batch['audio'][i], config)[inner]
+    np.testing.assert_allclose(batch['mel'][i][inner], crop_only, atol=2e-3)
+
+
+def test_mel_is_computed_on_the_batch_devices(config):
+  config.update(frame_features=('mel',), batch_size=8, crop_samples=2000)
+  mesh = jax.make_mesh((8,), ('data',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  batch = next(pipeline.make_batches(config, sharding))
+  assert batch['mel'].shape == (8, 4, 80) and batch['mel'].sharding == sharding
+  host = next(pipeline.make_batches(config))
+  np.testing.assert_allclose(np.asarray(batch['mel']), host['mel'], atol=1e-5)
 
 
 def test_float_and_linear_encodings(config):
@@ -132,11 +174,13 @@ def test_eval_mode_pads_the_last_batch(config, built):
     ('crop_samples', 10**6, 'input.crop_samples'),
     ('split', 'dev', 'input.split'),
     ('frame_features', ('pianoroll', 'sustain'), 'input.frame_features'),
+    ('mel.fmax', 9000., 'input.mel'),
+    ('mel.win_length', 4096, 'input.mel.win_length'),
 ])
 def test_bad_input_config(config, key, value, match):
-  if key == 'frame_features':
-    config.crop_samples = 4000
-  config[key] = value
+  if key.startswith('mel.'):
+    config.frame_features = ('mel',)
+  config.update_from_flattened_dict({key: value})
   with pytest.raises(ValueError, match=match) as e:
     pipeline.make_batches(config)
   assert '\n' not in str(e.value)

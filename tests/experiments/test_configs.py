@@ -63,3 +63,17 @@ def test_a_config_typo_is_an_error():
   c = common.load(os.path.join(ROOT, 'experiments', 'configs', 'wavenet.py:runlocal'))
   with pytest.raises(AttributeError):
     c.evals.validation.every_step = 3  # locked: no new keys
+
+
+@pytest.mark.parametrize('arg', ['mel', 'mel,runlocal', 'midi,runlocal'])
+def test_conditioned_variants_take_their_widths_from_the_input(arg):
+  c = common.load(os.path.join(ROOT, 'experiments', 'configs', f'wavenet.py:{arg}'))
+  model = models.create(c)
+  want = c.input.mel.n_mels if 'mel' in arg else 3 * 88
+  assert model.local_features == want and model.conditions == c.input.frame_features
+  assert (c.input.frame_features == ('mel',)) == ('mel' in arg)
+
+
+def test_midi_and_mel_together_is_an_error():
+  with pytest.raises(ValueError, match='midi and mel'):
+    common.load(os.path.join(ROOT, 'experiments', 'configs', 'wavenet.py:midi,mel'))

@@ -115,7 +115,7 @@ def test_prompt_errors_name_the_file(workdir, tmp_path):
 
 
 def test_midi_for_an_unconditioned_model_is_an_error(workdir, midi_file, tmp_path):
-  with pytest.raises(ValueError, match='is not conditioned on frame features'):
+  with pytest.raises(ValueError, match='is not conditioned on MIDI frame features'):
     sample.sample(workdir, 1, 0.1, str(tmp_path), midi=midi_file)
 
 

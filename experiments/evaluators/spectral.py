@@ -1,0 +1,119 @@
+"""A mel vocoder against Griffin-Lim: spectral distances of both to the reference audio.
+
+    config.evals.resynthesis = dict(type='spectral', every_steps=5000, split='validation',
+                                    clips=8, seconds=2.0, griffin_lim_iters=64, temperature=1.0)
+
+The first `clips` segments of `split`, each cropped to its first `seconds` (rounded up to whole
+frames), are the references. Their 'mel' frames (config.input.mel, as in training) and the
+model's other conditioning keys are read once through the input pipeline. The model vocodes
+them with its `generate`, drawn with fold_in(key(config.seed + 2), 0); Griffin-Lim
+reconstructs the same mels: data.spectral.mel_to_stft, then `griffin_lim_iters` fast
+iterations from a random phase seeded by config.seed. Both are scored against the references
+by data.spectral.spectral_distances with the mel settings of the input, averaged over clips:
+
+    log_mel_l1       mean |log mel - log mel of the reference|, nats (lower is better)
+    mr_stft          multi-resolution STFT distance (lower is better)
+    magnitude_snr    SNR of the STFT magnitudes, dB (higher is better)
+
+`run` returns the model's figures, Griffin-Lim's as 'griffin_lim_<name>', and the first clip of
+each as audio ('vocoded', 'griffin_lim'); `baseline` returns Griffin-Lim's figures alone (they
+do not depend on the model). Every process takes part in gathering the parameters; process 0 vocodes.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from data import pipeline
+from data import spectral
+from data import specs
+from experiments import metrics as metrics_lib
+from experiments import sharding
+from experiments import state as state_lib
+
+
+def griffin_lim(mel: np.ndarray, input_config: ml_collections.ConfigDict, samples: int,
+                n_iter: int, seed: int) -> np.ndarray:
+  """The Griffin-Lim reconstruction [B, samples] of 'mel' frames [B, F, M] of `input_config`."""
+  kw = specs.mel_kwargs(input_config)
+
+  @jax.jit
+  def run(mel):
+    linear = spectral.mel_to_stft(jnp.exp(jnp.swapaxes(mel, -1, -2)), sr=kw['sr'],
+                                  n_fft=kw['n_fft'], power=kw['power'], fmin=kw['fmin'],
+                                  fmax=kw['fmax'], htk=kw['htk'], norm=kw['norm'])
+    return spectral.griffin_lim(linear, n_iter=n_iter, hop_length=kw['hop_length'],
+                                win_length=kw['win_length'], n_fft=kw['n_fft'],
+                                window=kw['window'], length=samples, random_state=seed)
+
+  return np.asarray(run(jnp.asarray(mel, jnp.float32)))
+
+
+def distances(y_hat: np.ndarray, y: np.ndarray,
+              input_config: ml_collections.ConfigDict) -> dict[str, float]:
+  """data.spectral.spectral_distances of y_hat [B, T] to y [B, T], averaged over B."""
+  d = jax.jit(lambda a, b: spectral.spectral_distances(a, b, **specs.mel_kwargs(input_config)))(
+      jnp.asarray(y_hat, jnp.float32), jnp.asarray(y, jnp.float32))
+  return {k: float(np.mean(v)) for k, v in jax.device_get(d).items()}
+
+
+class Evaluator:
+  """Spectral distances of the model's vocoding and of Griffin-Lim's, on the same mels."""
+
+  def __init__(self, context, split: str = 'validation', clips: int = 8, seconds: float = 2.0,
+               griffin_lim_iters: int = 64, temperature: float = 1.0):
+    if 'mel' not in context.model.conditions:
+      raise ValueError(f'config.evals (type spectral): the model reads {context.model.conditions}'
+                       ", not 'mel' (set config.model's mel conditioning)")
+    if clips < 1 or seconds <= 0:
+      raise ValueError(f'config.evals (type spectral): clips={clips}, seconds={seconds}: '
+                       'expected at least one clip of positive length')
+    self.context, self.split, self.clips = context, split, clips
+    self.griffin_lim_iters, self.temperature = griffin_lim_iters, temperature
+    inp = context.config.input
+    self.rate = specs.sample_rate(inp)
+    hop = specs.dataset(inp.dataset).hop_length
+    segment = specs.dataset(inp.dataset).segment_samples
+    self.samples = min(segment, -(-int(round(seconds * self.rate)) // hop) * hop)
+    self._data, self._griffin_lim = None, None
+
+  def _references(self) -> tuple[np.ndarray, dict]:
+    """(reference audio [clips, T], conditioning {key: [clips, ...]}), read once."""
+    if self._data is None:
+      c = ml_collections.ConfigDict(self.context.config.input.to_dict())
+      c.update(split=self.split, batch_size=self.clips, crop_samples=self.samples,
+               shuffle=False, num_epochs=1, drop_remainder=False, worker_count=0,
+               encoding='float', seed=self.context.config.seed)
+      batch = next(pipeline.make_batches(c, shard_index=0, shard_count=1))
+      rows = int(np.sum(batch['mask']))
+      cond = {k: np.asarray(batch[k])[:rows] for k in self.context.model.conditions}
+      self._data = (np.asarray(batch['audio'])[:rows], cond)
+    return self._data
+
+  def baseline(self) -> dict:
+    """Griffin-Lim's figures, as 'griffin_lim_<name>' (computed once)."""
+    if self._griffin_lim is None:
+      reference, cond = self._references()
+      wave = griffin_lim(cond['mel'], self.context.config.input, self.samples,
+                         self.griffin_lim_iters, self.context.config.seed)
+      figures = distances(wave, reference, self.context.config.input)
+      self._griffin_lim = ({f'griffin_lim_{k}': v for k, v in figures.items()}, wave[0])
+    return dict(self._griffin_lim[0])
+
+  def run(self, state: dict) -> dict:
+    c = self.context
+    if jax.process_index() != 0:
+      sharding.to_host(state_lib.variables(state))  # a collective: every process joins
+      return {}
+    reference, cond = self._references()
+    variables = sharding.to_host(state_lib.variables(state))
+    rng = jax.random.fold_in(jax.random.key(c.config.seed + 2), 0)
+    wave = np.concatenate(list(c.family.generate(
+        c.model, variables, rng, self.samples, batch=len(reference), cond=cond,
+        temperature=self.temperature)), axis=1)
+    out = distances(wave, reference, c.config.input)
+    out.update(self.baseline())
+    out['vocoded'] = metrics_lib.Audio(wave[0], self.rate)
+    out['griffin_lim'] = metrics_lib.Audio(self._griffin_lim[1], self.rate)
+    return out
