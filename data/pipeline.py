@@ -182,7 +182,8 @@ def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_
                              config.drop_remainder)
   return grain.DataLoader(
       data_source=_WithIndex(source), sampler=sampler, shard_options=grain.sharding.NoSharding(),
-      operations=[_Crop(config.crop_samples, hop, keys, config.mel.n_fft), _Encode(config.encoding, config.bits),
+      operations=[_Crop(config.crop_samples, hop, keys, config.mel.n_fft),
+                  _Encode(config.encoding, config.bits),
                   grain.transforms.Batch(per_process_batch, drop_remainder=config.drop_remainder)],
       worker_count=config.worker_count, worker_buffer_size=config.worker_buffer_size)
 

@@ -67,6 +67,10 @@ momentum 0.99, from |STFT| of the clips). JAX is jitted, timed after a warm-up c
 block_until_ready; librosa is timed after a warm-up call too (its caches and numba). Each op
 reports the median wall time of `--repeats` calls, seconds of audio per second for both
 (batch x seconds / time), and jax_over_librosa, the ratio of those rates (> 1: JAX faster).
+`pipeline_mel` is the input pipeline's 'mel' feature for one batch of
+experiments/configs/wavenet.py:mel,runlocal (crops of 2,048 samples with their context, as
+int16): data/pipeline.py's jitted computation over the batch, against librosa crop by crop (what
+a host-side grain transform would run).
 XLA uses every core of the machine; librosa's FFTs (numpy / scipy) use one.
 """
 
@@ -559,24 +563,45 @@ def bench_spectral() -> dict:
   x = np.random.default_rng(0).uniform(-0.5, 0.5, (batch, n)).astype(np.float32)
   n_fft, hop = 2048, 512
   magnitude = np.abs(librosa.stft(x[:gl_batch], n_fft=n_fft, hop_length=hop))
-  ops = {  # name: (settings, JAX, librosa, input)
+  # The pipeline's 'mel' feature of one batch of the mel-vocoder runlocal config: the batch's
+  # int16 crops in context, on the device in one jitted call (what data/pipeline.py does),
+  # against librosa crop by crop on the host (what a grain transform would do).
+  from experiments.configs import common  # pylint: disable=g-import-not-at-top
+  inp = common.load('experiments/configs/wavenet.py:mel,runlocal').input
+  kw = specs.mel_kwargs(inp)
+  frames = inp.crop_samples // kw['hop_length']
+  pcm = np.random.default_rng(1).integers(-16384, 16384, (batch, (frames - 1) * kw['hop_length']
+                                                          + kw['n_fft']), dtype=np.int16)
+
+  def mel_per_crop(p):
+    for row in p:
+      m = librosa.feature.melspectrogram(
+          y=row.astype(np.float32) / 32768, sr=kw['sr'], n_fft=kw['n_fft'],
+          hop_length=kw['hop_length'], n_mels=kw['n_mels'], power=kw['power'], center=False)
+      np.log(np.maximum(m, kw['floor'])).T
+
+  ops = {  # name: (settings, JAX, librosa, input, seconds per clip)
       'stft': (f'n_fft={n_fft} hop={hop} hann',
                lambda y: spectral.stft(y, n_fft, hop),
-               lambda y: librosa.stft(y, n_fft=n_fft, hop_length=hop), x),
+               lambda y: librosa.stft(y, n_fft=n_fft, hop_length=hop), x, seconds),
       'mel': (f'n_fft={n_fft} hop={hop} n_mels=128 power=2',
               lambda y: spectral.mel_spectrogram(y, sr, n_fft, hop, n_mels=128),
               lambda y: librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop,
-                                                       n_mels=128), x),
+                                                       n_mels=128), x, seconds),
       'cqt': (f'hop={hop} n_bins=84 fmin=C1',
               lambda y: spectral.cqt(y, sr, hop),
-              lambda y: librosa.cqt(y, sr=sr, hop_length=hop), x),
+              lambda y: librosa.cqt(y, sr=sr, hop_length=hop), x, seconds),
       'griffin_lim': (f'n_fft={n_fft} hop={hop} n_iter={iterations} momentum=0.99',
                       lambda s: spectral.griffin_lim(s, iterations, hop, length=n),
                       lambda s: librosa.griffinlim(s, n_iter=iterations, hop_length=hop,
-                                                   length=n, random_state=0), magnitude),
+                                                   length=n, random_state=0), magnitude,
+                      seconds),
+      'pipeline_mel': (f'wavenet.py:mel,runlocal batch mel, {frames} frames per crop',
+                       lambda p: pipeline._pcm_mel(p, inp),  # pylint: disable=protected-access
+                       mel_per_crop, pcm, inp.crop_samples / kw['sr']),
   }
   by_op = {}
-  for name, (settings, ours, theirs, inputs) in ops.items():
+  for name, (settings, ours, theirs, inputs, clip_s) in ops.items():
     clips = inputs.shape[0]
     fn, arg = jax.jit(ours), jax.device_put(inputs)
     run_jax = lambda fn=fn, arg=arg: jax.block_until_ready(fn(arg))
@@ -585,7 +610,7 @@ def bench_spectral() -> dict:
     run_librosa()  # librosa's caches (filters, numba)
     jax_s, librosa_s = (_median_time(run_jax, FLAGS.repeats),
                         _median_time(run_librosa, FLAGS.repeats))
-    audio_s = clips * seconds
+    audio_s = clips * clip_s
     by_op[name] = {'settings': settings, 'clips': clips, 'audio_s': audio_s, 'jax_s': jax_s,
                    'librosa_s': librosa_s, 'jax_audio_s_per_s': audio_s / jax_s,
                    'librosa_audio_s_per_s': audio_s / librosa_s,

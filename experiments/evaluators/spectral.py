@@ -17,7 +17,8 @@ by data.spectral.spectral_distances with the mel settings of the input, averaged
 
 `run` returns the model's figures, Griffin-Lim's as 'griffin_lim_<name>', and the first clip of
 each as audio ('vocoded', 'griffin_lim'); `baseline` returns Griffin-Lim's figures alone (they
-do not depend on the model). Every process takes part in gathering the parameters; process 0 vocodes.
+do not depend on the model). Every process takes part in gathering the parameters; process 0
+vocodes.
 """
 
 import jax

@@ -93,11 +93,12 @@ def test_spectral_benchmark_writes_json(tmp_path):
   figures = json.loads(out.read_text())
   assert figures['what'] == 'spectral' and 'config' not in figures
   assert figures['spectral_batch'] == 2 and figures['spectral_gl_iterations'] == 2
-  assert list(figures['spectral']) == ['stft', 'mel', 'cqt', 'griffin_lim']
+  assert list(figures['spectral']) == ['stft', 'mel', 'cqt', 'griffin_lim', 'pipeline_mel']
   for name, row in figures['spectral'].items():
     assert row['clips'] == (1 if name == 'griffin_lim' else 2), name
     for key in ('jax_s', 'librosa_s', 'jax_audio_s_per_s', 'librosa_audio_s_per_s',
                 'jax_over_librosa'):
       assert row[key] > 0, (name, key)
-    assert row['audio_s'] == row['clips'] * 0.25
+    # pipeline_mel: crops of the mel runlocal config, 2,048 samples at 16 kHz.
+    assert row['audio_s'] == row['clips'] * (0.128 if name == 'pipeline_mel' else 0.25)
   assert 'jax/librosa' in proc.stdout  # the table
