@@ -56,6 +56,9 @@ def test_evaluator_scores_the_vocoder_and_griffin_lim(mel_run):
   # Griffin-Lim inverts the mel: far closer to the reference than a 4-step WaveNet.
   assert record['griffin_lim_log_mel_l1'] < record['log_mel_l1']
   assert record['griffin_lim_magnitude_snr'] > record['magnitude_snr']
+  # 8-bit mu-law itself costs little next to Griffin-Lim on the magnitudes, at floor 0.01.
+  assert record['encoded_magnitude_snr'] > 20 > record['griffin_lim_magnitude_snr']
+  assert record['encoded_log_mel_l1'] < record['griffin_lim_log_mel_l1']
   saved = evaluate.read_results(workdir, 'validation')
   assert saved['steps']['4']['griffin_lim_mr_stft'] == record['griffin_lim_mr_stft']
   assert saved['baseline']['values']['griffin_lim_log_mel_l1'] == record['griffin_lim_log_mel_l1']
