@@ -37,6 +37,11 @@ Train, then sample:
 Expected (runlocal, 2-core CPU, about 3 minutes): 3.3 bits per sample on the whole validation
 split and 3.5 on test, against mu-law marginal entropies of 7.5 bits
 (`python -m experiments.evaluate --workdir=/tmp/wn --split=validation`).
+
+Expected (mel,runlocal, about 6 minutes with its evaluations): 3.1 bits per sample on
+validation; on the first 4 x 1 s of validation (`--eval=resynthesis`) log-mel L1 1.1, MR-STFT
+3.6, magnitude SNR -0.8 dB, against Griffin-Lim's 0.07, 3.1 and 4.7 dB on the same mels: at
+this size and training time the vocoder does not beat Griffin-Lim.
 """
 
 from experiments.configs import common
