@@ -216,6 +216,11 @@ def mel_features(audio, input_config: ml_collections.ConfigDict,
   return jnp.swapaxes(mel, -1, -2)
 
 
+def pcm_mel(pcm: jax.Array, input_config: ml_collections.ConfigDict) -> jax.Array:
+  """The 'mel' feature [B, F, n_mels] of crops' int16 `pcm` windows (see `_Crop`)."""
+  return mel_features(pcm.astype(jnp.float32) / 32768., input_config, center=False)
+
+
 class Batches:
   """Iterator of global batches; checkpointable with grain.checkpoint.CheckpointSave/Restore.
 
@@ -231,7 +236,7 @@ class Batches:
     self._global = per_process_batch * jax.process_count()
     self._mel = None
     if input_config is not None and 'mel' in input_config.frame_features:
-      mel = functools.partial(_pcm_mel, input_config=input_config)
+      mel = functools.partial(pcm_mel, input_config=input_config)
       self._mel = jax.jit(mel, out_shardings=sharding) if sharding is not None else jax.jit(mel)
 
   def __iter__(self):
@@ -289,10 +294,6 @@ def make_batches(config: ml_collections.ConfigDict,
                shard_index, shard_count)
   return Batches(loader, sharding, per_process, pad=not config.drop_remainder,
                  input_config=config)
-
-
-def _pcm_mel(pcm: jax.Array, input_config: ml_collections.ConfigDict) -> jax.Array:
-  return mel_features(pcm.astype(jnp.float32) / 32768., input_config, center=False)
 
 
 
