@@ -23,6 +23,8 @@ returns the Griffin-Lim and encoding figures alone (they do not depend on the mo
 vocodes.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,28 +39,37 @@ from experiments import sharding
 from experiments import state as state_lib
 
 
+_MEL_KEYS = ('sr', 'n_fft', 'hop_length', 'win_length', 'window', 'n_mels', 'fmin', 'fmax',
+             'htk', 'norm', 'power', 'floor')  # specs.mel_kwargs: static, so jit caches
+
+
+@functools.partial(jax.jit, static_argnames=('samples', 'n_iter') + _MEL_KEYS)
+def _griffin_lim(mel, seed, *, samples, n_iter, sr, n_fft, hop_length, win_length, window,
+                 n_mels, fmin, fmax, htk, norm, power, floor):
+  del n_mels, floor  # the mel's own width; exp() undoes the log, floored values included
+  linear = spectral.mel_to_stft(jnp.exp(jnp.swapaxes(mel, -1, -2)), sr=sr, n_fft=n_fft,
+                                power=power, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+  return spectral.griffin_lim(linear, n_iter=n_iter, hop_length=hop_length,
+                              win_length=win_length, n_fft=n_fft, window=window,
+                              length=samples, random_state=seed)
+
+
 def griffin_lim(mel: np.ndarray, input_config: ml_collections.ConfigDict, samples: int,
                 n_iter: int, seed: int) -> np.ndarray:
   """The Griffin-Lim reconstruction [B, samples] of 'mel' frames [B, F, M] of `input_config`."""
-  kw = specs.mel_kwargs(input_config)
+  return np.asarray(_griffin_lim(jnp.asarray(mel, jnp.float32), jnp.int32(seed),
+                                 samples=samples, n_iter=n_iter,
+                                 **specs.mel_kwargs(input_config)))
 
-  @jax.jit
-  def run(mel):
-    linear = spectral.mel_to_stft(jnp.exp(jnp.swapaxes(mel, -1, -2)), sr=kw['sr'],
-                                  n_fft=kw['n_fft'], power=kw['power'], fmin=kw['fmin'],
-                                  fmax=kw['fmax'], htk=kw['htk'], norm=kw['norm'])
-    return spectral.griffin_lim(linear, n_iter=n_iter, hop_length=kw['hop_length'],
-                                win_length=kw['win_length'], n_fft=kw['n_fft'],
-                                window=kw['window'], length=samples, random_state=seed)
 
-  return np.asarray(run(jnp.asarray(mel, jnp.float32)))
+_spectral_distances = jax.jit(spectral.spectral_distances, static_argnames=_MEL_KEYS)
 
 
 def distances(y_hat: np.ndarray, y: np.ndarray,
               input_config: ml_collections.ConfigDict) -> dict[str, float]:
   """data.spectral.spectral_distances of y_hat [B, T] to y [B, T], averaged over B."""
-  d = jax.jit(lambda a, b: spectral.spectral_distances(a, b, **specs.mel_kwargs(input_config)))(
-      jnp.asarray(y_hat, jnp.float32), jnp.asarray(y, jnp.float32))
+  d = _spectral_distances(jnp.asarray(y_hat, jnp.float32), jnp.asarray(y, jnp.float32),
+                          **specs.mel_kwargs(input_config))
   return {k: float(np.mean(v)) for k, v in jax.device_get(d).items()}
 
 
