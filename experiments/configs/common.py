@@ -150,3 +150,37 @@ def load(spec: str) -> ml_collections.ConfigDict:
   config = module.get_config(arg) if arg else module.get_config()
   config.lock()
   return config
+
+
+MEL_VOCODER_DATA = ('16k', '22k')
+
+
+def mel_vocoder(c: ml_collections.ConfigDict, data: str, runlocal: bool,
+                temperature: float = 0.6) -> None:
+  """The input and evaluations of a flow mel vocoder (float audio, 'mel' frames).
+
+  data '16k': MAESTRO at 16 kHz, 80 mels of 2,048-sample windows at the dataset's 512-sample
+  hop over 0-8 kHz, log floor 1e-5 (WaveGlow's); '22k': the published vocoders' setting,
+  22,050 Hz, 80 mels of 1,024-sample windows at a 256-sample hop over 0-8 kHz, log floor 1e-5;
+  both in crops of 16,384 samples. `runlocal` (after `runlocal(c, ...)`, whose data and crops
+  it keeps): the mel of WaveNet's `mel,runlocal` (log floor 0.01), so their spectral figures
+  compare, and the `spectral` evaluator on 4 x 1 s of validation at the end. Samples (the `samples` and
+  `spectral` evaluations) are drawn at `temperature` (WaveGlow's sigma 0.6).
+  """
+  if data not in MEL_VOCODER_DATA:
+    raise ValueError(f'config argument data={data!r}: expected one of '
+                     f'{", ".join(MEL_VOCODER_DATA)}')
+  c.input.encoding = 'float'
+  c.input.bits = 16
+  c.input.frame_features = ('mel',)
+  if not runlocal:
+    c.input.crop_samples = 16384
+  if data == '22k' and not runlocal:
+    c.input.dataset = 'sr22050_seg88064_hop256'  # 344 frames of 256 samples, ~4 s
+    c.input.mel.update(n_fft=1024, win_length=1024, fmax=8000.)
+  c.evals.resynthesis = spectral_eval()
+  c.evals.resynthesis.temperature = temperature
+  c.evals.sample.temperature = temperature
+  if runlocal:
+    c.input.mel.floor = 0.01
+    c.evals.resynthesis.update(every_steps=c.total_steps, clips=4, seconds=1.0)

@@ -10,7 +10,7 @@ other key is an int [B] of global ids.
 
 import jax.numpy as jnp
 
-_DIVISOR = {'velocities': 127., 'mel': 4.}  # to order-1 values
+DIVISOR = {'velocities': 127., 'mel': 4.}  # to order-1 values
 
 
 def frames(cond: dict, keys) -> jnp.ndarray:
@@ -19,7 +19,7 @@ def frames(cond: dict, keys) -> jnp.ndarray:
   if missing:
     raise ValueError(f'the model is conditioned on {tuple(keys)}; the batch has no {missing} '
                      '(add them to config.input.frame_features)')
-  return jnp.concatenate([jnp.asarray(cond[k]).astype(jnp.float32) / _DIVISOR.get(k, 1.)
+  return jnp.concatenate([jnp.asarray(cond[k]).astype(jnp.float32) / DIVISOR.get(k, 1.)
                           for k in keys], axis=-1)
 
 
