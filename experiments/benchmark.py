@@ -72,6 +72,14 @@ experiments/configs/wavenet.py:mel,runlocal (crops of 2,048 samples with their c
 int16): data/pipeline.py's jitted computation over the batch, against librosa crop by crop (what
 a host-side grain transform would run).
 XLA uses every core of the machine; librosa's FFTs (numpy / scipy) use one.
+
+--what=flow (experiments/flow_benchmark.py) measures WaveGlow, FloWaveNet and WaveFlow at their
+paper configs and `runlocal`: synthesis (`generate` of `--flow_streams` streams from random
+mels, `--flow_paper_seconds` / `--flow_seconds` of audio, one window) in kHz and as a multiple of
+real time, and training samples/s (paper configs on `--flow_train_batch` x `--flow_train_crop`,
+runlocal on its own batch; `--flow_train_steps` per window); beside them the mel WaveNet's
+cached sampler (`mel,runlocal` and `mel`, `--flow_wavenet_seconds`) and Griffin-Lim (64
+iterations). Random parameters; `--repeats` windows, the median reported.
 """
 
 import functools
@@ -98,6 +106,7 @@ from data import maestro
 from data import pipeline
 from data import specs
 from experiments import distributed
+from experiments import flow_benchmark
 from experiments import memory
 from experiments import sharding
 from experiments import spectral_benchmark
@@ -112,7 +121,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The job's flags, defined only when it runs as a program (see experiments/evaluate.py)."""
   flags.DEFINE_enum('what', 'input',
-                    ['input', 'train', 'sampler', 'memory', 'attention', 'spectral'],
+                    ['input', 'train', 'sampler', 'memory', 'attention', 'spectral', 'flow'],
                     'What to measure.')
   config_flags.DEFINE_config_file(
       'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
@@ -163,6 +172,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('spectral_batch', 8, 'spectral: clips per call of the STFT, mel and CQT.')
   flags.DEFINE_integer('spectral_gl_batch', 2, 'spectral: clips per call of Griffin-Lim.')
   flags.DEFINE_integer('spectral_gl_iterations', 32, 'spectral: Griffin-Lim iterations.')
+  flow_benchmark.define_flags()
   flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
                       'config.mesh over the devices present); on CPU, devices are faked.')
   flags.DEFINE_float('device_memory_gb', None,
@@ -563,12 +573,13 @@ def main(argv):
     _fake_devices()
   distributed.initialize()
   figures = {'what': FLAGS.what, 'machine': describe_machine()}
-  if FLAGS.what not in ('input', 'spectral'):
+  if FLAGS.what not in ('input', 'spectral', 'flow'):
     figures['config'] = json.loads(FLAGS.config.to_json_best_effort())
   try:
     figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
                     'memory': bench_memory,
-                    'attention': bench_attention, 'spectral': bench_spectral}[FLAGS.what]())
+                    'attention': bench_attention, 'spectral': bench_spectral,
+                    'flow': lambda: flow_benchmark.bench(_median_time)}[FLAGS.what]())
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():

@@ -3,7 +3,7 @@ r"""Audio from a checkpoint, written as 16-bit .wav files.
     python -m experiments.sample --workdir=/tmp/wn --num_samples=4 --seconds=10 --out=/tmp/wn/wav \
         [--step=N] [--temperature=1.0] [--seed=0] [--chunk_seconds=1] \
         [--prompt=piece.wav --prompt_seconds=2] [--midi=piece.mid] [--mel_from=piece.wav] \
-        [--global_id=K]
+        [--mel=frames.npy] [--global_id=K]
 
 Streams `num_samples` at once through the family's `generate` (models/__init__.py: float
 audio chunks, the same call for every family) and appends each chunk of `chunk_seconds` to its
@@ -24,6 +24,8 @@ Prints progress and the realtime factor: seconds of audio per second of wall tim
               condition a mel vocoder (a model reading 'mel'), covering prompt and
               continuation; --seconds defaults to the wav's length less the prompt
               (experiments/resynthesize.py also scores the result against Griffin-Lim).
+  --mel       saved log-mel frames instead: a .npy of float [F, n_mels] (or [1, F, n_mels])
+              computed with config.input.mel at the dataset's hop (e.g. by an acoustic model).
   --global_id the id of a model conditioned on a key of global ids (e.g. 'instrument').
 
 Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1. Launched as several
@@ -113,6 +115,28 @@ def wav_mel(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
   return np.asarray(pipeline.mel_features(wave[None], config.input))
 
 
+def load_mel(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
+  """Saved log-mel frames [1, F, n_mels] from a .npy file of [F, n_mels] or [1, F, n_mels].
+
+  Raises:
+    FileNotFoundError: no such file; ValueError: not a float array of that shape.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'--mel={path}: no such file')
+  try:
+    mel = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'--mel={path}: not a .npy array ({e})') from None
+  width = config.input.mel.n_mels
+  if mel.ndim == 2:
+    mel = mel[None]
+  if (mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[2] != width or mel.shape[1] < 1
+      or not np.issubdtype(mel.dtype, np.floating) or not np.all(np.isfinite(mel))):
+    raise ValueError(f'--mel={path}: {mel.dtype} array of shape {mel.shape}; expected finite '
+                     f'floats [frames, {width}] (config.input.mel.n_mels)')
+  return mel.astype(np.float32)
+
+
 def midi_seconds(path: str) -> float:
   """The length of a MIDI file: the end of its last note (sustain included)."""
   return midi_lib.load_notes(path).end_time
@@ -157,7 +181,8 @@ def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | 
   if mel_from is not None and 'mel' not in frame_keys:
     raise ValueError(f'--mel_from={mel_from}: the model in {workdir} is not conditioned on mel')
   if mel_from is None and 'mel' in frame_keys:
-    raise ValueError(f"{workdir}: the model is conditioned on 'mel'; pass --mel_from=file.wav")
+    raise ValueError(f"{workdir}: the model is conditioned on 'mel'; pass --mel_from=file.wav "
+                     'or --mel=frames.npy')
   if global_id is not None and not id_keys:
     raise ValueError(f'--global_id={global_id}: the model in {workdir} is not conditioned on '
                      'global ids')
@@ -171,7 +196,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
            step: int | None = None, temperature: float = 1.0, prompt: str | None = None,
            prompt_seconds: float | None = None, midi: str | None = None, seed: int = 0,
            chunk_seconds: float = 1.0, global_id: int | None = None,
-           mel_from: str | None = None) -> list[str]:
+           mel_from: str | None = None, mel: str | None = None) -> list[str]:
   """Writes `num_samples` wav files of `seconds` of new audio each (module docstring).
 
   Args:
@@ -186,6 +211,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
     chunk_seconds: audio per compiled sampler call and per write.
     global_id: the id of a globally conditioned model.
     mel_from: a wav whose mel conditions a mel vocoder.
+    mel: saved mel frames (.npy) that condition a mel vocoder (instead of `mel_from`).
 
   Returns:
     The paths of the files this process wrote (all of them in a single process).
@@ -199,15 +225,22 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   state, config = checkpoint.load(workdir, step)
   step = int(state['step'])
   model = models.create(config)
-  _check_conditioning(model, workdir, midi, global_id, mel_from)
+  if mel_from is not None and mel is not None:
+    raise ValueError(f'--mel_from={mel_from} and --mel={mel}: pass one')
+  mel_source = mel_from if mel_from is not None else mel
+  _check_conditioning(model, workdir, midi, global_id, mel_source)
   rate = specs.sample_rate(config.input)
   wave = None if prompt is None else load_prompt(config, prompt, prompt_seconds)  # [P]
   n_prompt = 0 if wave is None else len(wave)
-  mel = None if mel_from is None else wav_mel(config, mel_from)
+  mel_path, mel = mel, None
+  if mel_from is not None:
+    mel = wav_mel(config, mel_from)
+  elif mel_path is not None:
+    mel = load_mel(config, mel_path)
   if seconds is None:
     if midi is None and mel is None:
       raise ValueError('--seconds is required without --midi or --mel_from')
-    source = midi if midi is not None else mel_from
+    source = midi if midi is not None else mel_source
     end = (midi_seconds(midi) if midi is not None else
            mel.shape[1] * specs.dataset(config.input.dataset).hop_length / rate)
     if end <= n_prompt / rate:
@@ -234,7 +267,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   say(f'{workdir} step {step}: {num_samples} x {n / rate:.2f} s at {rate} Hz'
       + (f' after a {n_prompt / rate:.2f} s prompt' if n_prompt else '')
       + (f', conditioned on {midi}' if midi else '')
-      + (f', conditioned on the mel of {mel_from}' if mel_from else '')
+      + (f', conditioned on the mel of {mel_source}' if mel_source else '')
       + (f', over {jax.process_count()} processes' if jax.process_count() > 1 else ''),
       flush=True)
   if lo < hi:
@@ -287,6 +320,7 @@ def define_flags() -> None:
   flags.DEFINE_float('prompt_seconds', None, 'Use this much of the prompt; default all of it.')
   flags.DEFINE_string('midi', None, 'MIDI file for a MIDI-conditioned model.')
   flags.DEFINE_string('mel_from', None, 'A wav whose mel conditions a mel vocoder.')
+  flags.DEFINE_string('mel', None, 'Saved log-mel frames (.npy [F, n_mels]) for a mel vocoder.')
   flags.DEFINE_integer('global_id', None, 'The id of a globally conditioned model.')
   flags.DEFINE_integer('seed', 0, 'PRNG seed.')
   flags.DEFINE_float('chunk_seconds', 1.0, 'Audio per sampler call and per write.')
@@ -301,7 +335,7 @@ def main(argv):
   with runtime.one_line_errors('sample'):
     distributed.initialize()
     sample(f.workdir, f.num_samples, f.seconds, f.out, f.step, f.temperature, f.prompt,
-           f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id, f.mel_from)
+           f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id, f.mel_from, f.mel)
   distributed.shutdown()
 
 

@@ -7,9 +7,11 @@ the README's command; iterate with `pytest -m "not slow"`.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 # Before anything imports jax.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -93,6 +95,56 @@ def tiny_sparse_transformer(**overrides):
   of 16, 4 steps."""
   return _tiny('sparse_transformer', dict(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
                                           max_length=256, block=16), 256, 4, overrides)
+
+
+def tiny_flow(name: str, **overrides):
+  """The runlocal flow vocoder `name` shrunk to seconds: 8 x 1,024-sample crops (2 frames), a
+  handful of small flows, 4 steps."""
+  model = {'waveglow': dict(num_flows=4, channels=16, num_layers=2),
+           'flowavenet': dict(num_blocks=3, flows_per_block=2, split_every=2, channels=16),
+           'waveflow': dict(height=4, num_flows=2, channels=8, num_layers=3)}[name]
+  return _tiny(name, model, 1024, 4, overrides)
+
+
+def train_step_of(c):
+  """(fresh state, jitted train step, batch sharding, mesh) of config `c`."""
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  family, model = models.family(c.model_name), models.create(c)
+  mesh, rules = sharding.make_mesh(c.mesh), sharding.rules(c)
+  init = train.init_fn(c, family, model)
+  shardings = state_lib.shardings(init, mesh, rules)
+  batch_sh = sharding.batch_sharding(mesh, rules)
+  step = train.make_train_step(c, family, model, train.make_optimizer(c), rules, shardings,
+                               batch_sh)
+  return state_lib.create(init, shardings, c.seed), step, batch_sh, mesh
+
+
+def kill_and_resume(tmp_path, config_spec: str, flags_: list[str], total: int,
+                    kill_after: int = 4):
+  """Trains `config_spec` with `flags_` (checkpoints every 2 steps, to step `total`) straight
+  through in tmp_path/straight, and in tmp_path/killed with a SIGKILL once checkpoint
+  `kill_after` exists, then resumed. Returns (both final checkpoints' states, the resume's
+  output); asserts the kill came mid-run and the resume started from the last checkpoint."""
+  from experiments import checkpoint  # pylint: disable=g-import-not-at-top
+  run = lambda workdir, wait=True: run_module(
+      'experiments.train', f'--config={config_spec}', f'--workdir={workdir}', *flags_,
+      wait=wait)
+  code, out = run(tmp_path / 'straight')
+  assert code == 0, out
+  proc = run(tmp_path / 'killed', wait=False)
+  ckpt = tmp_path / 'killed' / 'checkpoints' / str(kill_after)
+  deadline = time.time() + 240
+  while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  steps = sorted(int(s) for s in os.listdir(tmp_path / 'killed' / 'checkpoints') if s.isdigit())
+  assert steps and steps[-1] < total, steps  # it died mid-run
+  code, out = run(tmp_path / 'killed')
+  assert code == 0, out
+  assert f'resumed from step {steps[-1]}' in out
+  return (checkpoint.load(str(tmp_path / 'straight'))[0],
+          checkpoint.load(str(tmp_path / 'killed'))[0], out)
 
 
 def tiny_on_fixture(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmark
+from experiments import flow_benchmark
 from models import attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,3 +103,19 @@ def test_spectral_benchmark_writes_json(tmp_path):
     # pipeline_mel: crops of the mel runlocal config, 2,048 samples at 16 kHz.
     assert row['audio_s'] == row['clips'] * (0.128 if name == 'pipeline_mel' else 0.25)
   assert 'jax/librosa' in proc.stdout  # the table
+
+
+def test_flow_benchmark_parts_measure_and_tabulate():
+  """The pieces of --what=flow on the runlocal WaveGlow (the whole job compiles paper-size
+  models: minutes): synthesis and training figures, Griffin-Lim's, the table."""
+  config = flow_benchmark._config('waveglow', 'runlocal')  # pylint: disable=protected-access
+  once = lambda fn, repeats: (fn(), 1.0)[1]  # one call, "1 s"
+  synth = flow_benchmark.synthesis(config, 0.1, 2, 1, once)
+  assert synth['synthesis_samples'] == 1536 and synth['synthesis_streams'] == 2  # 3 frames
+  assert synth['synthesis_khz'] == 2 * 1536 / 1e3 and synth['parameters'] > 1e6
+  fit = flow_benchmark.training(config, 2, 1024, 1, 1, once)
+  assert fit['train_samples_per_s'] == 2 * 1024 and fit['train_crop_samples'] == 1024
+  gl = flow_benchmark.griffin_lim(0.1, 1, 2, 1, once)
+  assert gl['iterations'] == 2 and gl['synthesis_khz'] == 1536 / 1e3
+  text = flow_benchmark.table({'waveglow:runlocal': {**synth, **fit}, 'griffin_lim': gl})
+  assert '| waveglow:runlocal |' in text and '| griffin_lim | - |' in text

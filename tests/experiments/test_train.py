@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from experiments import checkpoint
-from experiments import sharding
-from experiments import state as state_lib
 from experiments import train
 from experiments.configs import common
 import models
 from tests.conftest import config_path
+from tests.conftest import kill_and_resume
 from tests.conftest import loss_and_grads
 from tests.conftest import run_module
 from tests.conftest import tiny_wavenet as tiny
+from tests.conftest import train_step_of
 
 CONFIG = config_path('wavenet')
 
@@ -40,18 +40,6 @@ def run_cli(workdir, *flags_, wait=True):
 def params_of(workdir, step=None):
   state, _ = checkpoint.load(workdir, step)
   return state['params']
-
-
-def _step_fn(c):
-  """(state, jitted train step, batch sharding, mesh) of config `c`."""
-  family, model = models.family(c.model_name), models.create(c)
-  mesh, rules = sharding.make_mesh(c.mesh), sharding.rules(c)
-  init = train.init_fn(c, family, model)
-  shardings = state_lib.shardings(init, mesh, rules)
-  batch_sh = sharding.batch_sharding(mesh, rules)
-  step = train.make_train_step(c, family, model, train.make_optimizer(c), rules, shardings,
-                               batch_sh)
-  return state_lib.create(init, shardings, c.seed), step, batch_sh, mesh
 
 
 def test_one_step_through_train_and_evaluate(tmp_path):
@@ -98,7 +86,7 @@ def test_microbatches_accumulate_the_batch_gradient():
   out = []
   for n in (1, 2):
     c = tiny(mesh={'data': 4, 'model': 2}, microbatches=n)
-    state, step, batch_sh, mesh = _step_fn(c)
+    state, step, batch_sh, mesh = train_step_of(c)
     with jax.set_mesh(mesh):
       state, metrics = step(state, jax.device_put(batch, batch_sh))
     out.append((float(metrics['loss']), jax.device_get(state['params']),
@@ -108,7 +96,7 @@ def test_microbatches_accumulate_the_batch_gradient():
   for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
     np.testing.assert_allclose(a, b, atol=1e-6)
   with pytest.raises(ValueError, match='microbatches=4: microbatches of 2 rows'):
-    _step_fn(tiny(mesh={'data': 4, 'model': 2}, microbatches=4))
+    train_step_of(tiny(mesh={'data': 4, 'model': 2}, microbatches=4))
 
 
 @pytest.mark.slow
@@ -116,22 +104,8 @@ def test_killed_run_resumes_bit_identically(tmp_path):
   total = 10
   flags_ = overrides_flags(total_steps=total, **{'checkpoint.every_steps': 2,
                                                  'checkpoint.keep': 20})
-  code, out = run_cli(tmp_path / 'straight', *flags_)
-  assert code == 0, out
-  proc = run_cli(tmp_path / 'killed', *flags_, wait=False)
-  ckpt = tmp_path / 'killed' / 'checkpoints' / '4'
-  deadline = time.time() + 240
-  while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate()
-  steps = sorted(int(s) for s in os.listdir(tmp_path / 'killed' / 'checkpoints') if s.isdigit())
-  assert steps and steps[-1] < total, steps  # it died mid-run
-  code, out = run_cli(tmp_path / 'killed', *flags_)
-  assert code == 0, out
-  assert f'resumed from step {steps[-1]}' in out
-  a, b = params_of(str(tmp_path / 'straight')), params_of(str(tmp_path / 'killed'))
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  a, b, _ = kill_and_resume(tmp_path, f'{CONFIG}:runlocal', flags_, total)
+  for x, y in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])):
     np.testing.assert_array_equal(x, y)
 
 

@@ -1,0 +1,144 @@
+"""The flow vocoders in the trainer: sharded loss equal to one device's, a falling loss on the
+embedded corpus, resume after SIGKILL (ActNorm's state included), vocoding through
+experiments/sample.py from a wav's or a saved mel."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+import soundfile as sf
+
+from data import pipeline
+from data import specs
+from experiments import sample
+from experiments import sharding
+from experiments import state as state_lib
+from experiments import train
+import models
+from tests.conftest import config_path
+from tests.conftest import kill_and_resume
+from tests.conftest import tiny_flow
+from tests.conftest import train_step_of
+
+FLOWS = ('waveglow', 'flowavenet', 'waveflow')
+
+
+def _random_batch(c, rows=8):
+  rng = np.random.default_rng(0)
+  t = c.input.crop_samples
+  frames = t // specs.dataset(c.input.dataset).hop_length
+  return {'audio': (rng.standard_normal((rows, t)) * 0.1).astype(np.float32),
+          'mel': rng.uniform(-8., 0., (rows, frames, c.input.mel.n_mels)).astype(np.float32)}
+
+
+def _loss_and_grads(c, devices):
+  """The family's loss and its gradients (the ActNorm start included) on a random batch over
+  `c.mesh` on `devices`."""
+  family, model = models.family(c.model_name), models.create(c)
+  mesh, rules = sharding.make_mesh(c.mesh, devices=devices), sharding.rules(c)
+  init = state_lib.train_init(family, model, optax.sgd(0.), specs.zeros_batch(c.input, 1))
+  shardings = state_lib.shardings(init, mesh, rules)
+  state = state_lib.create(init, shardings, c.seed)
+  batch = jax.device_put(_random_batch(c), sharding.batch_sharding(mesh, rules))
+
+  def f(params, model_state, batch):
+    with nn.logical_axis_rules(rules):
+      return jax.value_and_grad(lambda p: family.loss(
+          model, {'params': p, **model_state}, batch, jax.random.key(0))[0])(params)
+
+  with jax.set_mesh(mesh):
+    loss, grads = jax.jit(f)(state['params'], state.get('model_state', {}), batch)
+  return float(loss), jax.device_get(grads)
+
+
+@pytest.mark.parametrize('name', FLOWS)
+def test_sharded_loss_and_gradients_equal_one_device(name):
+  assert jax.device_count() == 8
+  loss8, grads8 = _loss_and_grads(tiny_flow(name, mesh={'data': 8, 'model': 1}), jax.devices())
+  loss1, grads1 = _loss_and_grads(tiny_flow(name, mesh={'data': 1, 'model': 1}),
+                                  jax.devices()[:1])
+  assert abs(loss8 - loss1) < 1e-5 * abs(loss1)
+  for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
+    np.testing.assert_allclose(g8, g1, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', FLOWS)
+def test_loss_falls_on_the_embedded_corpus(name):
+  """40 steps on the embedded corpus: the mean NLL of the last 10 is 1 bit per 16-bit sample
+  below that of the first 5."""
+  c = tiny_flow(name, **{'optim.learning_rate': 3e-3, 'optim.warmup_steps': 5})
+  state, step, batch_sh, mesh = train_step_of(c)
+  batches = pipeline.make_batches(c.input, sharding=batch_sh)
+  bits = []
+  with jax.set_mesh(mesh):
+    for _ in range(40):
+      state, metrics = step(state, next(batches))
+      bits.append(float(metrics['bits_per_sample']))
+  assert np.all(np.isfinite(bits))
+  assert np.mean(bits[-10:]) < np.mean(bits[:5]) - 1.0, bits
+
+
+@pytest.mark.slow
+def test_killed_flowavenet_resumes_bit_identically(tmp_path):
+  """FloWaveNet's model state (ActNorm's data statistics, set at step 1) survives the kill."""
+  flags_ = [f'--config.{k}={v}' for k, v in {
+      'model.num_blocks': 3, 'model.flows_per_block': 2, 'model.split_every': 2,
+      'model.channels': 16, 'input.crop_samples': 1024, 'microbatches': 1,
+      'log_every_steps': 2, 'evals.validation.every_steps': 0, 'evals.sample.every_steps': 0,
+      'evals.resynthesis.every_steps': 0, 'optim.warmup_steps': 2, 'total_steps': 8,
+      'checkpoint.every_steps': 2, 'checkpoint.keep': 20}.items()]
+  a, b, _ = kill_and_resume(tmp_path, config_path('flowavenet') + ':runlocal', flags_, 8)
+  assert all(bool(v['initialized']) for v in b['model_state']['actnorm'].values())
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope='module')
+def waveglow_run(tmp_path_factory):
+  """A 2-step tiny WaveGlow on the embedded corpus, and 0.25 s of validation as a wav."""
+  c = tiny_flow('waveglow', total_steps=2)
+  workdir = str(tmp_path_factory.mktemp('waveglow'))
+  train.train_and_evaluate(c, workdir)
+  v = c.input.copy_and_resolve_references()
+  v.split = 'validation'
+  source, _ = pipeline.load_source(v)
+  wav = str(tmp_path_factory.mktemp('wav') / 'held_out.wav')
+  sf.write(wav, source[0]['audio'][:4000], 16000, subtype='PCM_16')
+  return workdir, c, wav
+
+
+def test_sample_vocodes_a_wav_and_a_saved_mel_alike(waveglow_run, tmp_path):
+  workdir, c, wav = waveglow_run
+  from_wav = sample.sample(workdir, 2, None, str(tmp_path / 'a'), mel_from=wav,
+                           chunk_seconds=0.1)
+  mel = sample.wav_mel(c, wav)
+  assert mel.shape == (1, 8, c.input.mel.n_mels)  # ceil(4,000 / 512) frames
+  np.save(tmp_path / 'mel.npy', mel[0])
+  from_npy = sample.sample(workdir, 2, None, str(tmp_path / 'b'), mel=str(tmp_path / 'mel.npy'))
+  for x, y in zip(from_wav, from_npy):
+    a, rate = sf.read(x, dtype='int16')
+    b, _ = sf.read(y, dtype='int16')
+    assert rate == 16000 and len(a) == 8 * 512  # every frame's hop
+    np.testing.assert_array_equal(a, b)  # chunked by 0.1 s or not: the same audio
+  assert not np.array_equal(sf.read(from_wav[0])[0], sf.read(from_wav[1])[0])
+
+
+def test_sample_errors_for_a_flow_are_one_line(waveglow_run, tmp_path):
+  workdir, c, wav = waveglow_run
+  with pytest.raises(ValueError, match=r"conditioned on 'mel'; pass --mel_from=file.wav or "
+                     '--mel=frames.npy'):
+    sample.sample(workdir, 1, 1.0, str(tmp_path))
+  with pytest.raises(ValueError, match='pass one'):
+    sample.sample(workdir, 1, None, str(tmp_path), mel_from=wav, mel=wav)
+  with pytest.raises(FileNotFoundError, match='--mel=.*nope.npy: no such file'):
+    sample.sample(workdir, 1, None, str(tmp_path), mel=str(tmp_path / 'nope.npy'))
+  np.save(tmp_path / 'narrow.npy', np.zeros((5, 7), np.float32))
+  with pytest.raises(ValueError, match=r'narrow.npy: float32 array of shape \(1, 5, 7\); '
+                     r'expected finite floats \[frames, 80\]'):
+    sample.sample(workdir, 1, None, str(tmp_path), mel=str(tmp_path / 'narrow.npy'))
+  with pytest.raises(ValueError, match='mel vocoder: it does not continue a prompt'):
+    sample.sample(workdir, 1, None, str(tmp_path), mel_from=wav, prompt=wav)
+  with pytest.raises(ValueError, match=r'num_samples=16000: the mel of 8 frames covers 4096'):
+    sample.sample(workdir, 1, 1.0, str(tmp_path), mel_from=wav)
