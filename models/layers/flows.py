@@ -76,11 +76,6 @@ class WN(nn.Module):
   def dilations(self) -> tuple[int, ...]:
     return tuple(2 ** i for i in range(self.num_layers))
 
-  @property
-  def reach(self) -> int:
-    """Steps on either side of a position that its output depends on."""
-    return (self.kernel_size - 1) // 2 * sum(self.dilations)
-
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
     if self.kernel_size % 2 == 0:
@@ -145,10 +140,6 @@ class AffineCoupling(nn.Module):
     za, zb = z[..., :self.half], z[..., self.half:]
     log_s, t = self._scale_shift(za, cond)
     return jnp.concatenate([za, (zb - t) * jnp.exp(-log_s)], axis=-1)
-
-  @property
-  def reach(self) -> int:
-    return (self.kernel_size - 1) // 2 * (2 ** self.num_layers - 1)
 
 
 def _rotation(c: int, seed: int) -> np.ndarray:
@@ -317,11 +308,6 @@ class AutoregressiveFlow2D(nn.Module):
       m += 1
     return tuple((2 ** (i % m), 2 ** i) for i in range(self.num_layers))
 
-  @property
-  def reach(self) -> int:
-    """Columns on either side of a position that its output depends on."""
-    return (self.kernel_size - 1) // 2 * sum(w for _, w in self.dilations)
-
   @nn.compact
   def _params(self) -> dict:
     r, k, d = self.channels, self.kernel_size, self.cond_features
@@ -389,16 +375,18 @@ class AutoregressiveFlow2D(nn.Module):
     passes together cost one forward pass."""
     p, c = self._prepare(cond)
     k, b, height, w = self.kernel_size, *z.shape
-    cache = jnp.zeros((self.num_layers, b, height, w, self.channels), c.dtype)
+    # One buffer per layer (a tuple, so that each row's write updates its buffer in place).
+    cache = tuple(jnp.zeros((b, height, w, self.channels), c.dtype)
+                  for _ in range(self.num_layers))
 
     def row(r, carry):
       x, cache = carry
       above = jax.lax.dynamic_index_in_dim(x, jnp.maximum(r - 1, 0), axis=1, keepdims=False)
       above = jnp.where(r > 0, above, 0.)[..., None].astype(c.dtype)  # [B, W, 1]
       h = above @ p['start']['kernel'] + p['start']['bias']  # [B, W, R]
-      skip = 0.
+      skip, cache = 0., list(cache)
       for i, (dh, dw) in enumerate(self.dilations):
-        cache = cache.at[i].set(jax.lax.dynamic_update_index_in_dim(cache[i], h, r, axis=1))
+        cache[i] = jax.lax.dynamic_update_index_in_dim(cache[i], h, r, axis=1)
         rows = []
         for a in range(k - 1, -1, -1):
           src = r - a * dh
@@ -413,7 +401,7 @@ class AutoregressiveFlow2D(nn.Module):
       log_s, t = self._head(p, skip)
       z_r = jax.lax.dynamic_index_in_dim(z, r, axis=1, keepdims=False)
       x_r = ((z_r - t) * jnp.exp(-log_s)).astype(x.dtype)
-      return jax.lax.dynamic_update_index_in_dim(x, x_r, r, axis=1), cache
+      return jax.lax.dynamic_update_index_in_dim(x, x_r, r, axis=1), tuple(cache)
 
     x, _ = jax.lax.fori_loop(0, height, row, (jnp.zeros_like(z), cache))
     return x

@@ -50,13 +50,20 @@ def test_every_config_and_runlocal_builds_its_model(name):
 
 
 def test_runlocal_settings_are_shared():
-  """Every family's runlocal reads the same data as WaveNet's, so bits per sample compare."""
-  inputs = {name: common.load(os.path.join(ROOT, 'experiments', 'configs',
-                                           f'{name}.py:runlocal')).input.to_dict()
-            for name in CONFIGS}
-  first = next(iter(inputs.values()))
-  assert all(i == first for i in inputs.values()), inputs
+  """Every family's runlocal reads the same data as WaveNet's (so bits per sample compare
+  within a kind: codes or float audio), and the flow vocoders the mel of WaveNet's
+  mel,runlocal (so the spectral distances compare)."""
+  load = lambda spec: common.load(os.path.join(ROOT, 'experiments', 'configs', spec)).input
+  shared = ('dataset', 'manual_dir', 'data_dir', 'split', 'batch_size', 'crop_samples', 'seed',
+            'shuffle')
+  inputs = {name: load(f'{name}.py:runlocal') for name in CONFIGS}
+  first = {k: inputs['wavenet'][k] for k in shared}
+  assert all({k: i[k] for k in shared} == first for i in inputs.values()), inputs
   assert first['manual_dir'] is None and first['crop_samples'] == 2048
+  wavenet_mel = load('wavenet.py:mel,runlocal').mel.to_dict()
+  flows = [name for name, i in inputs.items() if i.encoding == 'float']
+  assert sorted(flows) == ['flowavenet', 'waveflow', 'waveglow']
+  assert all(inputs[f].mel.to_dict() == wavenet_mel for f in flows)
 
 
 def test_a_config_typo_is_an_error():

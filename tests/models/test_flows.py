@@ -22,24 +22,18 @@ TINY = {
     'waveglow': lambda **kw: waveglow.Model(
         hop_length=HOP, local_features=MELS, num_flows=4, group=4, early_every=2, early_size=1,
         channels=8, num_layers=2, upsample_strides=(4, 4), **kw),
-    'waveglow-lu': lambda **kw: waveglow.Model(
-        hop_length=HOP, local_features=MELS, num_flows=3, group=4, early_every=0, channels=8,
-        num_layers=2, lu=True, **kw),
     'flowavenet': lambda **kw: flowavenet.Model(
         hop_length=HOP, local_features=MELS, num_blocks=3, flows_per_block=2, split_every=2,
         channels=8, num_layers=2, upsample_strides=(4, 4), **kw),
     'waveflow': lambda **kw: waveflow.Model(
         hop_length=HOP, local_features=MELS, height=4, num_flows=4, channels=8, num_layers=3,
         **kw),
-    'waveflow-h2': lambda **kw: waveflow.Model(
-        hop_length=HOP, local_features=MELS, height=2, num_flows=2, channels=8, num_layers=2,
-        **kw),
 }
 FAMILY = {'waveglow': waveglow, 'flowavenet': flowavenet, 'waveflow': waveflow}
 
 
 def _family(name):
-  return FAMILY[name.split('-')[0]]
+  return FAMILY[name]
 
 
 def _jiggle(tree, scale=0.1, seed=3):
@@ -56,14 +50,21 @@ def _trained_like(name, t=64, batch=2):
   model, family = TINY[name](), _family(name)
   x = 0.3 * jax.random.normal(jax.random.key(0), (batch, t))
   cond = {'mel': jax.random.normal(jax.random.key(1), (batch, t // HOP, MELS)) - 3.}
-  variables = nn.unbox(family.init(model, jax.random.key(2), {'audio': x * 0, **cond}))
-  _, _, state = family.loss(model, variables, {'audio': x, **cond}, jax.random.key(4))
+  variables = nn.unbox(jax.jit(lambda b: family.init(model, jax.random.key(2), b))(
+      {'audio': x * 0, **cond}))
+  _, _, state = jax.jit(lambda v, b: family.loss(model, v, b, jax.random.key(4)))(
+      variables, {'audio': x, **cond})
   return model, {'params': _jiggle(variables['params']), **state}, x, cond
 
 
-def _brute_log_det(f, x):
-  """log |det df/dx| of f: [N] -> [N] from the full Jacobian."""
-  return jnp.linalg.slogdet(jax.jacfwd(f)(x))[1]
+def _method(module, method):
+  """module.apply(variables, *args, method=method), jitted (eager flows dispatch op by op)."""
+  return jax.jit(lambda variables, *args: module.apply(variables, *args, method=method))
+
+
+def _brute_log_det(f, x, *args):
+  """log |det df/dx| of f(x, *args): [N] -> [N] from the full Jacobian."""
+  return jax.jit(lambda x, *a: jnp.linalg.slogdet(jax.jacfwd(f)(x, *a))[1])(x, *args)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,17 +90,17 @@ def test_layer_inverts_and_its_log_det_is_the_jacobians(name):
     _, state = layer.apply(variables, x, method='forward', mutable=['actnorm'])
     variables = {**variables, **state}
   variables = {**variables, 'params': _jiggle(variables['params'], 0.3)}
-  z, log_det = layer.apply(variables, x, *cond, method='forward')
+  z, log_det = _method(layer, 'forward')(variables, x, *cond)
   assert z.shape == x.shape and log_det.shape == (2,)
   assert not np.allclose(z, x)
-  back = layer.apply(variables, z, *cond, method='inverse')
+  back = _method(layer, 'inverse')(variables, z, *cond)
   np.testing.assert_allclose(back, x, atol=1e-4)
+  f = lambda v, *a: layer.apply(variables, v.reshape(1, 6, c), *a,
+                                method='forward')[0].reshape(-1)
   for row in range(2):
-    f = lambda v, row=row: layer.apply(variables, v.reshape(1, 6, c),
-                                       *(a[row:row + 1] for a in cond),
-                                       method='forward')[0].reshape(-1)
-    np.testing.assert_allclose(log_det[row], _brute_log_det(f, x[row].reshape(-1)),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        log_det[row], _brute_log_det(f, x[row].reshape(-1), *(a[row:row + 1] for a in cond)),
+        rtol=1e-4, atol=1e-4)
 
 
 def test_lu_conv_starts_as_a_rotation_and_plain_conv_from_the_key():
@@ -159,17 +160,17 @@ def test_waveflow_layer_is_causal_along_h():
   cond = jax.random.normal(jax.random.key(1), (1, 5, 7, 2))
   variables = layer.init(jax.random.key(2), x, cond, method='forward')
   variables = {'params': _jiggle(variables['params'], 0.3)}
-  jac = jax.jacfwd(lambda v: layer.apply(variables, v, cond, method='forward')[0])(x)
-  by_rows = np.abs(np.asarray(jac)[0, :, :, 0]).sum(axis=(1, 3))  # [row of z, row of x]
+  forward = lambda v: layer.apply(variables, v.reshape(1, 5, 7), cond,
+                                  method='forward')[0].reshape(-1)
+  jac = jax.jit(jax.jacfwd(forward))(x.reshape(-1)).reshape(5, 7, 5, 7)
+  by_rows = np.abs(np.asarray(jac)).sum(axis=(1, 3))  # [row of z, row of x]
   assert np.all(np.triu(by_rows, 1) == 0)
   assert np.all(by_rows[np.tril_indices(5)] > 0)
-  # And the inverse recovers the rows in order.
-  z, log_det = layer.apply(variables, x, cond, method='forward')
-  np.testing.assert_allclose(layer.apply(variables, z, cond, method='inverse'), x, atol=1e-4)
-  np.testing.assert_allclose(
-      log_det[0], _brute_log_det(lambda v: layer.apply(variables, v.reshape(1, 5, 7), cond,
-                                                       method='forward')[0].reshape(-1),
-                                 x.reshape(-1)), rtol=1e-4, atol=1e-4)
+  # And the inverse (row by row, through the cache) recovers the rows.
+  z, log_det = _method(layer, 'forward')(variables, x, cond)
+  np.testing.assert_allclose(_method(layer, 'inverse')(variables, z, cond), x, atol=1e-4)
+  np.testing.assert_allclose(log_det[0], _brute_log_det(forward, x.reshape(-1)), rtol=1e-4,
+                             atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,16 +180,12 @@ def test_waveflow_layer_is_causal_along_h():
 @pytest.mark.parametrize('name', list(TINY))
 def test_model_inverts_and_its_log_det_is_the_jacobians(name):
   model, variables, x, cond = _trained_like(name)
-  family = _family(name)
-  z, log_det = family.forward(model, variables, x, cond)
+  z, log_det = _method(model, 'forward')(variables, x, cond['mel'])
   assert z.shape == x.shape and log_det.shape == (2,)
-  np.testing.assert_allclose(family.inverse(model, variables, z, cond), x, atol=1e-4)
-  # The documented apply form gives the same.
-  z2, _ = model.apply(variables, x, cond['mel'], method='forward')
-  np.testing.assert_array_equal(z, z2)
-  one = {'mel': cond['mel'][:1]}
-  f = lambda v: family.forward(model, variables, v[None], one)[0][0]
-  np.testing.assert_allclose(log_det[0], _brute_log_det(f, x[0]), rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(_method(model, 'inverse')(variables, z, cond['mel']), x, atol=1e-4)
+  f = lambda v, mel: model.apply(variables, v[None], mel, method='forward')[0][0]
+  np.testing.assert_allclose(log_det[0], _brute_log_det(f, x[0], cond['mel'][:1]), rtol=1e-4,
+                             atol=1e-3)
 
 
 def test_waveflow_rows_are_folded_samples_and_the_latent_is_laid_out_in_time():
@@ -196,8 +193,9 @@ def test_waveflow_rows_are_folded_samples_and_the_latent_is_laid_out_in_time():
   the flow (tiny WaveFlow: 4 flows x 7 columns x height 4 = 112 samples each side)."""
   model, variables, x, cond = _trained_like('waveflow', t=512, batch=1)
   assert model.reach_samples == 4 * 4 * 7
-  z0, _ = waveflow.forward(model, variables, x, cond)
-  z1, _ = waveflow.forward(model, variables, x.at[:, 32:48].add(0.5), cond)
+  forward = _method(model, 'forward')
+  z0, _ = forward(variables, x, cond['mel'])
+  z1, _ = forward(variables, x.at[:, 32:48].add(0.5), cond['mel'])
   moved = np.flatnonzero(np.abs(np.asarray(z1 - z0)[0]) > 0)
   assert moved.min() >= 0 and moved.max() < 48 + model.reach_samples + model.height
   assert moved.max() >= 48  # it does reach past the change
@@ -230,9 +228,11 @@ def test_flowavenet_loss_initialises_actnorm_and_returns_the_state():
   model = TINY['flowavenet']()
   x = 0.3 * jax.random.normal(jax.random.key(0), (4, 64))
   cond = {'mel': jnp.zeros((4, 4, MELS))}
-  variables = nn.unbox(flowavenet.init(model, jax.random.key(1), {'audio': x * 0, **cond}))
+  variables = nn.unbox(jax.jit(lambda b: flowavenet.init(model, jax.random.key(1), b))(
+      {'audio': x * 0, **cond}))
   assert not any(bool(v['initialized']) for v in variables['actnorm'].values())
-  _, metrics, state = flowavenet.loss(model, variables, {'audio': x, **cond}, jax.random.key(2))
+  _, metrics, state = jax.jit(lambda v, b: flowavenet.loss(model, v, b, jax.random.key(2)))(
+      variables, {'audio': x, **cond})
   flags = [v['initialized'] for v in state['actnorm'].values()]
   assert len(flags) == 6 and all(bool(f) for f in flags)
   # Unit-variance latents after the data-dependent start: the prior term is near 0.5 + log 2pi/2.
@@ -256,7 +256,7 @@ def test_sampling_in_windows_has_no_seams(name):
   np.testing.assert_allclose(np.concatenate(windowed, axis=1), whole, atol=2e-5)
   # The latent of a frame comes from its own key: the same as one pass's z, inverted.
   z = flow_vocoder.latent(rng, 0, frames, HOP, jnp.arange(2), 1.)
-  x = np.clip(_family(name).inverse(model, variables, z, mel), -1, 1)
+  x = np.clip(_method(model, 'inverse')(variables, z, mel['mel']), -1, 1)
   np.testing.assert_allclose(whole, x[:, :n], atol=2e-5)
 
 
@@ -264,13 +264,15 @@ def test_temperature_scales_the_latent():
   model, variables, _, cond = _trained_like('waveglow')
   draw = lambda t: np.concatenate(list(waveglow.generate(
       model, variables, jax.random.key(0), 64, batch=2, cond=cond, temperature=t)), axis=1)
-  z = waveglow.forward(model, variables, jnp.asarray(draw(0.)), cond)[0]
+  z = _method(model, 'forward')(variables, jnp.asarray(draw(0.)), cond['mel'])[0]
   np.testing.assert_allclose(z, 0., atol=1e-4)  # sigma 0: the flow's image of z = 0
   assert np.std(draw(1.)) > np.std(draw(0.5))
 
 
 def test_flow_errors_are_one_line():
   model, variables, x, cond = _trained_like('waveglow')
+  with pytest.raises(ValueError, match=r"conditioned on \('mel',\); the batch has no \['mel'\]"):
+    waveglow.forward(model, variables, x, {})  # the family's forward / inverse read `cond`
   with pytest.raises(ValueError, match='mel vocoder: it does not continue a prompt'):
     next(waveglow.generate(model, variables, jax.random.key(0), 10, batch=2, cond=cond,
                            prompt=np.zeros((2, 5))))
