@@ -34,6 +34,7 @@ files, and the files are the same as one process would write.
 """
 
 from collections.abc import Iterator
+import itertools
 import os
 import time
 
@@ -281,6 +282,12 @@ def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, 
            first_stream, say) -> None:
   """Streams the files `paths` (streams first_stream, ...) chunk by chunk."""
   rate = specs.sample_rate(config.input)
+  t0 = t = time.perf_counter()
+  waves = generate_audio(config, model, variables, jax.random.key(seed), len(paths), n, prompt,
+                         cond, temperature, chunk, first_stream)  # [B, c] chunks
+  # The first chunk before any file: a family that refuses the request (a prompt to a vocoder,
+  # a mel too short) raises here and leaves no empty files behind.
+  first = next(waves, None)
   files = [sf.SoundFile(p, 'w', samplerate=rate, channels=1, subtype='PCM_16', format='WAV')
            for p in paths]
   try:
@@ -288,10 +295,8 @@ def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, 
       head = audio_lib.to_int16(as_seen(config.input, prompt))
       for f in files:
         f.write(head)
-    t0 = t = time.perf_counter()
     done = 0
-    for wave in generate_audio(config, model, variables, jax.random.key(seed), len(paths), n,
-                               prompt, cond, temperature, chunk, first_stream):  # [B, c]
+    for wave in itertools.chain([] if first is None else [first], waves):
       for f, w in zip(files, wave):
         f.write(audio_lib.to_int16(w))
       now = time.perf_counter()

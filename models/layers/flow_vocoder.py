@@ -31,7 +31,8 @@ Sampling. z ~ N(0, temperature^2) (WaveGlow's sigma), drawn per frame: the hop s
 frame f of stream i from `sampling.stream_key(rng, f, i)`, then x = inverse(z, mel) clipped
 to [-1, 1]. Long inputs are inverted in windows of frames with `context_frames` of context
 on either side (the flow's whole reach, so a window's output equals that of one pass over the
-whole mel, up to float rounding: there are no seams).
+whole mel, up to float rounding: there are no seams), each stream on its own (so a stream's
+audio does not depend on the streams drawn beside it, to the bit).
 """
 
 from collections.abc import Iterator

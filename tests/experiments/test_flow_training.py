@@ -2,6 +2,8 @@
 embedded corpus, resume after SIGKILL (ActNorm's state included), vocoding through
 experiments/sample.py from a wav's or a saved mel."""
 
+import os
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -139,6 +141,7 @@ def test_sample_errors_for_a_flow_are_one_line(waveglow_run, tmp_path):
                      r'expected finite floats \[frames, 80\]'):
     sample.sample(workdir, 1, None, str(tmp_path), mel=str(tmp_path / 'narrow.npy'))
   with pytest.raises(ValueError, match='mel vocoder: it does not continue a prompt'):
-    sample.sample(workdir, 1, None, str(tmp_path), mel_from=wav, prompt=wav)
+    sample.sample(workdir, 1, None, str(tmp_path / 'out'), mel_from=wav, prompt=wav)
   with pytest.raises(ValueError, match=r'num_samples=16000: the mel of 8 frames covers 4096'):
-    sample.sample(workdir, 1, 1.0, str(tmp_path), mel_from=wav)
+    sample.sample(workdir, 1, 1.0, str(tmp_path / 'out'), mel_from=wav)
+  assert os.listdir(tmp_path / 'out') == []  # refused before any file was opened
