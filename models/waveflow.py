@@ -97,9 +97,5 @@ class Model(flow_vocoder.MelFlow):
     h = self._fold(z.astype(jnp.float32))
     for k in reversed(range(self.num_flows)):
       h = self.flows[k].inverse(h, conds[k])
-      order = self.permutation(k)
-      undo = [0] * self.height
-      for i, r in enumerate(order):
-        undo[r] = i
-      h = h[:, jnp.array(undo)]
+      h = h[:, jnp.argsort(jnp.array(self.permutation(k)))]  # the rows back in order
     return self._unfold(h)
