@@ -25,6 +25,7 @@ a checkpoint is written and waited for, and train_and_evaluate returns (exit 0).
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -57,6 +58,12 @@ def init_fn(config: ml_collections.ConfigDict, family, model: nn.Module):
   """The train state's init_fn (experiments/state.py) of `config`, on a dummy batch of 1."""
   return state_lib.train_init(family, model, make_optimizer(config),
                               specs.zeros_batch(config.input, batch_size=1))
+
+
+def make_step(config, family, model, rules, state_shardings, batch_shardings):
+  """The game's jitted step `(state, batch) -> (state, metrics)` (make_train_step's here)."""
+  return make_train_step(config, family, model, make_optimizer(config), rules, state_shardings,
+                         batch_shardings)
 
 
 def make_train_step(config, family, model, tx, rules, state_shardings, batch_shardings):
@@ -112,17 +119,22 @@ def _log(step, config, history, progress, writer, mngr) -> dict:
   return last
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=None) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last metrics
-  (the training metrics of the last log step and '<eval name>_<key>' of the evaluators)."""
+  (the training metrics of the last log step and '<eval name>_<key>' of the evaluators).
+
+  `game` is the module whose `init_fn(config, family, model)` and `make_step(config, family,
+  model, rules, state_shardings, batch_shardings)` define the state and the step (default:
+  this one's; experiments/train_gan.py passes its own). Its metrics must hold
+  'nonfinite_consecutive' and 'nonfinite_total'."""
+  game = game or sys.modules[__name__]
   os.makedirs(workdir, exist_ok=True)
   family, model = models.family(config.model_name), models.create(config)
   mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config)
   logging.info('Devices: %s', sharding.describe(mesh))
-  tx = make_optimizer(config)
   batch_sh = sharding.batch_sharding(mesh, rules)
   batches = pipeline.make_batches(config.input, sharding=batch_sh)
-  init = init_fn(config, family, model)
+  init = game.init_fn(config, family, model)
   shardings = state_lib.shardings(init, mesh, rules)
   evals = evaluators.create_all(evaluators.Context(config, family, model, mesh, rules,
                                                    shardings, batch_sh))
@@ -139,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step == 0 and jax.process_index() == 0:
       with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=1) + '\n')
-    train_step = make_train_step(config, family, model, tx, rules, shardings, batch_sh)
+    train_step = game.make_step(config, family, model, rules, shardings, batch_sh)
     progress = metrics_lib.Progress(step, config.total_steps)
     last, history = {}, []
     while step < config.total_steps:

@@ -64,9 +64,10 @@ tests/models/test_<name>.py:
 
 The data facts. `create` fills these Model fields (when the Model has them) from
 `config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),
-`encoding` and `num_classes` (2^bits, for coded audio), and `local_features`, the width of the
+`encoding` and `num_classes` (2^bits, for coded audio), `local_features`, the width of the
 frame features named in the Model's `local_keys` (which must be among
-`config.input.frame_features`). A config that sets one of them to another value fails with a
+`config.input.frame_features`), and `mel_settings`, the input's log-mel as sorted (key, value)
+pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames). A config that sets one of them to another value fails with a
 one-line error naming the key.
 
 Shared model code (parameter helpers, sampling from logits, per-stream keys, conditioning
@@ -110,6 +111,8 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
   facts = {'sample_rate': d.sample_rate, 'hop_length': d.hop_length, 'encoding': data.encoding}
   if data.encoding != 'float':
     facts['num_classes'] = 2 ** data.bits
+  if 'mel' in data.frame_features:
+    facts['mel_settings'] = tuple(sorted(specs.mel_kwargs(data).items()))
   if local_keys:
     missing = [k for k in local_keys if k not in data.frame_features]
     if missing:

@@ -184,3 +184,36 @@ def mel_vocoder(c: ml_collections.ConfigDict, data: str, runlocal: bool,
   if runlocal:
     c.input.mel.floor = 0.01
     c.evals.resynthesis.update(every_steps=c.total_steps, clips=4, seconds=1.0)
+
+
+def gan(c: ml_collections.ConfigDict, learning_rate: float, b1: float, b2: float,
+        discriminator_steps: int = 1) -> None:
+  """The sections of experiments/train_gan.py: `optim` is the generator's optimiser and
+  `optim_discriminator` the discriminator's (both constant-rate Adam at `learning_rate`,
+  betas b1, b2, no clipping, as the GAN papers train); each generator step follows
+  `discriminator_steps` discriminator steps, each on its own slice of the batch. No likelihood
+  evaluation (a GAN has none)."""
+  c.optim.update(learning_rate=learning_rate, b1=b1, b2=b2, decay='constant', warmup_steps=0,
+                 clip_norm=0.0)
+  c.optim_discriminator = ml_collections.ConfigDict(c.optim.to_dict())
+  c.discriminator_steps = discriminator_steps
+  del c.evals['validation']
+
+
+def clip_gan(c: ml_collections.ConfigDict, runlocal: bool) -> None:
+  """The input and evaluations of an unconditional clip GAN (WaveGAN, SpecGAN): float crops
+  of 16,384 samples (1.024 s at 16 kHz), the WGAN-GP recipe (Adam 1e-4, betas (0.5, 0.9), 5
+  critic steps per generator step, each on its own 64 rows: batches of 320), the
+  `clip_statistics` evaluator. `runlocal` (after `runlocal(c, ...)`, whose data it keeps):
+  batches of 8 in 2 critic steps of 4, the statistics of 16 clips every 500 steps."""
+  c.input.encoding = 'float'
+  c.input.bits = 16
+  c.input.crop_samples = 16384
+  c.input.batch_size = 8 if runlocal else 320
+  c.model.clip_samples = 16384
+  gan(c, learning_rate=c.optim.learning_rate if runlocal else 1e-4, b1=0.5, b2=0.9,
+      discriminator_steps=2 if runlocal else 5)
+  c.evals.sample.seconds = 1.024
+  c.evals.statistics = ml_collections.ConfigDict({
+      'type': 'clip_statistics', 'every_steps': 500 if runlocal else 5000,
+      'split': 'validation', 'clips': 16 if runlocal else 64, 'seconds': 1.024})

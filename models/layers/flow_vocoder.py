@@ -46,6 +46,7 @@ import numpy as np
 
 from models.layers import conditioning
 from models.layers import sampling
+from models.layers import vocoding
 
 LOG_BIN = math.log(32768.)  # nats: the density of x = pcm / 32768 -> mass of a 16-bit bin
 LOG_2PI = math.log(2 * math.pi)
@@ -183,33 +184,14 @@ def generate(model: MelFlow, variables: dict, rng: jax.Array, num_samples: int, 
              chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
   """The contract's `generate`: float audio chunks [B, <= chunk_samples] vocoded from
   cond['mel'] [B, F, n_mels] (num_samples <= F hop), inverted window by window."""
-  name = type(model).__module__.split('.')[-1]
-  if prompt is not None:
-    raise ValueError(f'{name} is a mel vocoder: it does not continue a prompt')
-  if num_samples < 0:
-    raise ValueError(f'num_samples={num_samples}: expected >= 0')
-  mel = np.asarray(_mel(model, cond or {}))
-  hop, frames = model.hop_length, mel.shape[1]
-  if mel.shape[0] != batch:
-    raise ValueError(f"cond['mel'] has {mel.shape[0]} rows for batch={batch}")
-  if num_samples > frames * hop:
-    raise ValueError(f'num_samples={num_samples}: the mel of {frames} frames covers '
-                     f'{frames * hop} samples')
-  needed, ctx = -(-num_samples // hop), model.context_frames
-  window = max(-(-chunk_samples // hop), 4 * ctx)
-  streams = jnp.arange(first_stream, first_stream + batch)
-  pending, left = np.zeros((batch, 0), np.float32), num_samples
-  for a in range(0, needed, window):
-    b = min(a + window, needed)
-    lo, hi = max(0, a - ctx), min(frames, b + ctx)
+  mel = vocoding.checked_mel(model, num_samples, batch, prompt, cond)
+  hop, streams = model.hop_length, jnp.arange(first_stream, first_stream + batch)
+
+  def render(lo, hi):
     z = latent(rng, lo, hi - lo, hop, streams, jnp.float32(temperature))
-    x = np.asarray(_inverse(model, variables, z, jnp.asarray(mel[:, lo:hi])))
-    pending = np.concatenate([pending, x[:, (a - lo) * hop:(b - lo) * hop]], axis=1)
-    pending = pending[:, :left]
-    while pending.shape[1] >= min(chunk_samples, left) > 0:
-      n = min(chunk_samples, left)
-      yield pending[:, :n]
-      pending, left = pending[:, n:], left - n
+    return np.asarray(_inverse(model, variables, z, jnp.asarray(mel[:, lo:hi])))
+  yield from vocoding.in_windows(render, mel.shape[1], hop, batch, num_samples, chunk_samples,
+                                 model.context_frames)
 
 
 def forward(model: MelFlow, variables: dict, x: jax.Array, cond: dict):
