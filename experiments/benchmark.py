@@ -73,13 +73,9 @@ int16): data/pipeline.py's jitted computation over the batch, against librosa cr
 a host-side grain transform would run).
 XLA uses every core of the machine; librosa's FFTs (numpy / scipy) use one.
 
---what=flow (experiments/flow_benchmark.py) measures WaveGlow, FloWaveNet and WaveFlow at their
-paper configs and `runlocal`: synthesis (`generate` of `--flow_streams` streams from random
-mels, `--flow_paper_seconds` / `--flow_seconds` of audio, one window) in kHz and as a multiple of
-real time, and training samples/s (paper configs on `--flow_train_batch` x `--flow_train_crop`,
-runlocal on its own batch; `--flow_train_steps` per window); beside them the mel WaveNet's
-cached sampler (`mel,runlocal` and `mel`, `--flow_wavenet_seconds`) and Griffin-Lim (64
-iterations). Random parameters; `--repeats` windows, the median reported.
+--what=flow and --what=gan: the flow vocoders' and the GAN generators' synthesis speed and their
+training throughput; experiments/flow_benchmark.py and experiments/gan_benchmark.py say what
+each figure is.
 """
 
 import functools
@@ -107,6 +103,7 @@ from data import pipeline
 from data import specs
 from experiments import distributed
 from experiments import flow_benchmark
+from experiments import gan_benchmark
 from experiments import memory
 from experiments import sharding
 from experiments import spectral_benchmark
@@ -121,7 +118,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The job's flags, defined only when it runs as a program (see experiments/evaluate.py)."""
   flags.DEFINE_enum('what', 'input',
-                    ['input', 'train', 'sampler', 'memory', 'attention', 'spectral', 'flow'],
+                    ['input', 'train', 'sampler', 'memory', 'attention', 'spectral', 'flow',
+                     'gan'],
                     'What to measure.')
   config_flags.DEFINE_config_file(
       'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
@@ -173,6 +171,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('spectral_gl_batch', 2, 'spectral: clips per call of Griffin-Lim.')
   flags.DEFINE_integer('spectral_gl_iterations', 32, 'spectral: Griffin-Lim iterations.')
   flow_benchmark.define_flags()
+  gan_benchmark.define_flags()
   flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
                       'config.mesh over the devices present); on CPU, devices are faked.')
   flags.DEFINE_float('device_memory_gb', None,
@@ -573,13 +572,14 @@ def main(argv):
     _fake_devices()
   distributed.initialize()
   figures = {'what': FLAGS.what, 'machine': describe_machine()}
-  if FLAGS.what not in ('input', 'spectral', 'flow'):
+  if FLAGS.what not in ('input', 'spectral', 'flow', 'gan'):
     figures['config'] = json.loads(FLAGS.config.to_json_best_effort())
   try:
     figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
                     'memory': bench_memory,
                     'attention': bench_attention, 'spectral': bench_spectral,
-                    'flow': lambda: flow_benchmark.bench(_median_time)}[FLAGS.what]())
+                    'flow': lambda: flow_benchmark.bench(_median_time),
+                    'gan': lambda: gan_benchmark.bench(_median_time)}[FLAGS.what]())
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():

@@ -1,6 +1,13 @@
 """`python -m experiments.benchmark --what=flow`: the flow vocoders' synthesis speed and
-training throughput, beside the mel-conditioned WaveNet's cached sampler and Griffin-Lim
-(experiments/benchmark.py's docstring says what each figure is).
+training throughput, beside the mel-conditioned WaveNet's cached sampler and Griffin-Lim.
+
+WaveGlow, FloWaveNet and WaveFlow at their paper configs and `runlocal`: synthesis (`generate`
+of `--flow_streams` streams from random mels, `--flow_paper_seconds` / `--flow_seconds` of
+audio, one window) in kHz and as a multiple of real time, and training samples/s (paper configs
+on `--flow_train_batch` x `--flow_train_crop`, runlocal on its own batch; `--flow_train_steps`
+per window); beside them the mel WaveNet's cached sampler (`mel,runlocal` and `mel`,
+`--flow_wavenet_seconds`) and Griffin-Lim (64 iterations). `--repeats` windows, the median
+reported.
 
 Every model has random parameters (speed does not depend on their values) and vocodes random
 log-mel frames; synthesis is the family's `generate` over the whole clip in one window (after a
@@ -78,9 +85,10 @@ def synthesis(config, seconds: float, streams: int, repeats: int, median_time) -
 
 
 def training(config, batch: int | None, crop: int | None, steps: int, repeats: int,
-             median_time) -> dict:
-  """Samples/s of the jitted training step of experiments/train.py, on one device, on random
-  batches of `batch` x `crop` (the config's unless given), `steps` steps per timed window."""
+             median_time, game=train) -> dict:
+  """Samples/s of the jitted training step of `game` (experiments/train.py, or a trainer with
+  its `init_fn` and `make_step`), on one device, on random batches of `batch` x `crop` (the
+  config's unless given), `steps` steps per timed window."""
   config = config.copy_and_resolve_references()
   config.input.batch_size = batch or config.input.batch_size
   config.input.crop_samples = crop or config.input.crop_samples
@@ -88,11 +96,10 @@ def training(config, batch: int | None, crop: int | None, steps: int, repeats: i
   config.mesh = {'data': 1, 'model': 1}
   family, model = models.family(config.model_name), models.create(config)
   mesh, rules = sharding.make_mesh(config.mesh, devices=jax.devices()[:1]), sharding.rules(config)
-  init = train.init_fn(config, family, model)
+  init = game.init_fn(config, family, model)
   shardings = state_lib.shardings(init, mesh, rules)
   batch_sh = sharding.batch_sharding(mesh, rules)
-  step = train.make_train_step(config, family, model, train.make_optimizer(config), rules,
-                               shardings, batch_sh)
+  step = game.make_step(config, family, model, rules, shardings, batch_sh)
   b, t = config.input.batch_size, config.input.crop_samples
   rng = np.random.default_rng(0)
   data = {'audio': (rng.standard_normal((b, t)) * 0.1).astype(np.float32),

@@ -5,7 +5,9 @@ r"""Trains a model family by its own loss: `train_and_evaluate(config, workdir)`
 
 One loop for every family trained by one optimiser on its `loss` (models/__init__.py: the
 family turns a batch into its loss and metrics; this file never slices a batch). Training
-games of other shapes (GANs, distillation) fork this file and keep the shared pieces:
+games of other shapes (GANs: experiments/train_gan.py; distillation) write their own state and
+step (`init_fn`, `make_step`) and run this loop with them (`train_and_evaluate(..., game=)`),
+on the shared pieces:
 
     models.create / models.family       the model and its family module
     experiments/state.py                the state from an init_fn, abstract, sharded, created
@@ -128,6 +130,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
   this one's; experiments/train_gan.py passes its own). Its metrics must hold
   'nonfinite_consecutive' and 'nonfinite_total'."""
   game = game or sys.modules[__name__]
+  if game is sys.modules[__name__] and hasattr(models.family(config.model_name),
+                                               'discriminator_loss'):
+    raise ValueError(f'config.model_name={config.model_name!r} is a GAN: train it with '
+                     'experiments/train_gan.py')
   os.makedirs(workdir, exist_ok=True)
   family, model = models.family(config.model_name), models.create(config)
   mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config)

@@ -48,6 +48,7 @@ from experiments import optim
 from experiments import runtime
 from experiments import state as state_lib
 from experiments import train
+import models
 
 NETWORKS = ('generator', 'discriminator')
 
@@ -160,6 +161,9 @@ def make_step(config, family, model, rules, state_shardings, batch_shardings):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """train.train_and_evaluate with this game's state and step."""
+  if not hasattr(models.family(config.model_name), 'discriminator_loss'):
+    raise ValueError(f'config.model_name={config.model_name!r} is not a GAN (no '
+                     'discriminator_loss): train it with experiments/train.py')
   return train.train_and_evaluate(config, workdir, game=sys.modules[__name__])
 
 

@@ -106,6 +106,22 @@ def tiny_flow(name: str, **overrides):
   return _tiny(name, model, 1024, 4, overrides)
 
 
+def tiny_gan(name: str, **overrides):
+  """The runlocal GAN `name` shrunk to seconds, 4 steps: the vocoders on 8 x 1,024-sample crops
+  (2 frames) with a one-channel-wide generator end; the clip models on 16 x 16,384-sample clips
+  (the clip is the model's) in 2 critic steps of 8, d = 2."""
+  clips = name in ('wavegan', 'specgan')
+  model = {'wavegan': dict(dim=2), 'specgan': dict(dim=2),
+           'melgan': dict(channels=16, residual_layers=1, discriminator_width=1 / 16),
+           'hifigan': dict(channels=16, resblock_kernels=(3,), resblock_dilations=(1, 3),
+                           discriminator_width=1 / 16)}[name]
+  c = _tiny(name, model, 16384 if clips else 1024, 4, {})
+  with c.unlocked():
+    c.input.batch_size = 16 if clips else 8
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
 def train_step_of(c):
   """(fresh state, jitted train step, batch sharding, mesh) of config `c`."""
   from experiments import train  # pylint: disable=g-import-not-at-top
@@ -120,14 +136,14 @@ def train_step_of(c):
 
 
 def kill_and_resume(tmp_path, config_spec: str, flags_: list[str], total: int,
-                    kill_after: int = 4):
+                    kill_after: int = 4, trainer: str = 'experiments.train'):
   """Trains `config_spec` with `flags_` (checkpoints every 2 steps, to step `total`) straight
   through in tmp_path/straight, and in tmp_path/killed with a SIGKILL once checkpoint
   `kill_after` exists, then resumed. Returns (both final checkpoints' states, the resume's
   output); asserts the kill came mid-run and the resume started from the last checkpoint."""
   from experiments import checkpoint  # pylint: disable=g-import-not-at-top
   run = lambda workdir, wait=True: run_module(
-      'experiments.train', f'--config={config_spec}', f'--workdir={workdir}', *flags_,
+      trainer, f'--config={config_spec}', f'--workdir={workdir}', *flags_,
       wait=wait)
   code, out = run(tmp_path / 'straight')
   assert code == 0, out

@@ -14,8 +14,9 @@ Variants (combine with commas, e.g. `:version=v3,runlocal`):
               3, 5, 7 and dilations (1, 2), (2, 6), (3, 12).
   data=22k    the published setting: 22,050 Hz, hop 256, strides 8, 8, 2, 2 (V3: 8, 8, 4).
   runlocal    a laptop run on the embedded corpus (2 CPU cores): the version's generator at a
-              quarter of its channels, discriminators at a quarter, batch 8 x 2,048 samples,
-              1,000 steps at 3e-4.
+              quarter of its channels, discriminators at a quarter, batch 2 x 8,192 samples
+              (the paper's segments: its generator reaches 16 frames each side), 1,000 steps
+              at 3e-4.
 
   python -m experiments.train_gan --config=experiments/configs/hifigan.py:runlocal --workdir=/tmp/hg
 
@@ -56,6 +57,7 @@ def get_config(arg: str | None = None):
   if arg.runlocal:
     common.runlocal(c, total_steps=1000, learning_rate=3e-4, evals_every=500, log_every=100,
                     microbatches=1)
+    c.input.update(batch_size=2, crop_samples=8192)  # as melgan.py:runlocal
     c.model.update(channels=c.model.channels // 4, discriminator_width=0.25)
   common.mel_vocoder(c, arg.data, arg.runlocal, temperature=1.0)
   if not arg.runlocal:

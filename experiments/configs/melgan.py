@@ -15,15 +15,17 @@ Variants (combine with commas, e.g. `:discriminators=rwd,runlocal`):
                           with HiFi-GAN's losses: least squares, feature matching x 2, mel L1
                           x 45 (the HiFi-GAN generators: experiments/configs/hifigan.py).
   runlocal        a laptop run on the embedded corpus (2 CPU cores): generator of 128
-                  channels, discriminators at a quarter of the channels, batch 8 x 2,048
-                  samples, 1,000 steps at 3e-4; the mel L1 (x 45) beside the adversarial
-                  losses, as HiFi-GAN adds it, so that a thousand steps learn the spectrum.
+                  channels, discriminators at a quarter of the channels, batch 2 x 8,192
+                  samples (the papers' segments; shorter crops than the generator's reach
+                  train it on padding), 1,000 steps at 3e-4; the mel L1 (x 45) beside the
+                  adversarial losses, as HiFi-GAN adds it, so that a thousand steps learn the
+                  spectrum.
 
 Train, evaluate against Griffin-Lim, vocode a wav:
 
   python -m experiments.train_gan --config=experiments/configs/melgan.py:runlocal --workdir=/tmp/mg
   python -m experiments.evaluate --workdir=/tmp/mg --eval=resynthesis
-  python -m experiments.sample --workdir=/tmp/mg --mel_from=piece.wav --out_dir=/tmp/mg/out
+  python -m experiments.sample --workdir=/tmp/mg --mel_from=piece.wav --out=/tmp/mg/out
 
 Expected (runlocal, 2-core CPU): see README.md "GAN vocoders".
 """
@@ -50,8 +52,10 @@ def get_config(arg: str | None = None):
   if arg.runlocal:
     common.runlocal(c, total_steps=1000, learning_rate=3e-4, evals_every=500, log_every=100,
                     microbatches=1)
-    c.model.update(channels=128, discriminator_width=0.25, mel_loss=45.0,
-                   windows=_WINDOWS_16K[:4])  # conditional windows fit 2,048-sample crops
+    # The papers' 8,192-sample segments (16 frames: the generator's reach is 8 frames each
+    # side), as many samples per step as the shared runlocal batch.
+    c.input.update(batch_size=2, crop_samples=8192)
+    c.model.update(channels=128, discriminator_width=0.25, mel_loss=45.0)
   common.mel_vocoder(c, arg.data, arg.runlocal, temperature=1.0)
   if not arg.runlocal:
     c.input.crop_samples = 8192

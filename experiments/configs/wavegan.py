@@ -11,7 +11,7 @@ Variants:
             critic steps of 4, 2,000 steps at 1e-4; the `clip_statistics` evaluator every 500.
 
   python -m experiments.train_gan --config=experiments/configs/wavegan.py:runlocal --workdir=/tmp/wg
-  python -m experiments.sample --workdir=/tmp/wg --num_samples=4 --seconds=1.024 --out_dir=/tmp/wg/out
+  python -m experiments.sample --workdir=/tmp/wg --num_samples=4 --seconds=1.024 --out=/tmp/wg/out
 
 Expected (runlocal, 2-core CPU): see README.md "Unconditional GANs".
 """

@@ -12,7 +12,9 @@ a workdir's checkpoints. A new metric is a new module here and an entry in a con
 trainer does not change. An evaluator may also define `baseline() -> dict`, figures that do not
 depend on the model (the evaluate job records them once per split).
 
-Types: likelihood (bits per sample over a split), samples (audio clips from `generate`).
+Types: likelihood (bits per sample over a split), samples (audio clips from `generate`), spectral
+(a mel vocoder against Griffin-Lim), clip_statistics (an unconditional model's clips against the
+data's spectrogram statistics).
 """
 
 import dataclasses

@@ -49,7 +49,7 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
   """The Frechet distance of Gaussians fitted to the rows of a [N, D] and b [M, D]."""
   mu_a, mu_b = a.mean(0), b.mean(0)
   s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  root, _ = scipy.linalg.sqrtm(s_a @ s_b, disp=False)
+  root = scipy.linalg.sqrtm(s_a @ s_b)
   return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2 * np.real(root)))
 
 

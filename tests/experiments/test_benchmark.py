@@ -11,6 +11,8 @@ import numpy as np
 
 from experiments import benchmark
 from experiments import flow_benchmark
+from experiments import gan_benchmark
+from experiments import train_gan
 from models import attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -119,3 +121,17 @@ def test_flow_benchmark_parts_measure_and_tabulate():
   assert gl['iterations'] == 2 and gl['synthesis_khz'] == 1536 / 1e3
   text = flow_benchmark.table({'waveglow:runlocal': {**synth, **fit}, 'griffin_lim': gl})
   assert '| waveglow:runlocal |' in text and '| griffin_lim | - |' in text
+
+
+def test_gan_benchmark_parts_measure():
+  """The pieces of --what=gan on runlocal configs (the whole job builds paper-size models):
+  clip synthesis and the GAN trainer's throughput."""
+  once = lambda fn, repeats: (fn(), 1.0)[1]  # one call, "1 s"
+  config = flow_benchmark._config('wavegan', 'runlocal')  # pylint: disable=protected-access
+  clips = gan_benchmark.clip_synthesis(config, 2, 1, once)
+  assert clips['synthesis_khz'] == 2 * 16384 / 1e3 and clips['synthesis_streams'] == 2
+  assert 0 < clips['parameters'] < 1e6  # the generator alone
+  config = flow_benchmark._config('melgan', 'runlocal')  # pylint: disable=protected-access
+  fit = flow_benchmark.training(config, 2, 1024, 1, 1, once, game=train_gan)
+  assert fit['train_samples_per_s'] == 2 * 1024
+  assert gan_benchmark._generator_parameters(config) < 1e6  # pylint: disable=protected-access

@@ -51,19 +51,27 @@ def test_every_config_and_runlocal_builds_its_model(name):
 
 def test_runlocal_settings_are_shared():
   """Every family's runlocal reads the same data as WaveNet's (so bits per sample compare
-  within a kind: codes or float audio), and the flow vocoders the mel of WaveNet's
-  mel,runlocal (so the spectral distances compare)."""
+  within a kind: codes or float audio; the GANs in the papers' clips and segments), and the mel
+  vocoders the mel of WaveNet's mel,runlocal (so the spectral distances compare)."""
   load = lambda spec: common.load(os.path.join(ROOT, 'experiments', 'configs', spec)).input
   shared = ('dataset', 'manual_dir', 'data_dir', 'split', 'batch_size', 'crop_samples', 'seed',
             'shuffle')
   inputs = {name: load(f'{name}.py:runlocal') for name in CONFIGS}
+  own_crops = {'specgan': (8, 16384), 'wavegan': (8, 16384),  # (batch, crop)
+               'melgan': (2, 8192), 'hifigan': (2, 8192)}
   first = {k: inputs['wavenet'][k] for k in shared}
-  assert all({k: i[k] for k in shared} == first for i in inputs.values()), inputs
+  sized = ('batch_size', 'crop_samples')
+  assert all({k: i[k] for k in shared} == first for n, i in inputs.items()
+             if n not in own_crops), inputs
+  assert all({k: i[k] for k in shared if k not in sized} ==
+             {k: v for k, v in first.items() if k not in sized} and
+             (i.batch_size, i.crop_samples) == own_crops[n]
+             for n, i in inputs.items() if n in own_crops)
   assert first['manual_dir'] is None and first['crop_samples'] == 2048
   wavenet_mel = load('wavenet.py:mel,runlocal').mel.to_dict()
-  flows = [name for name, i in inputs.items() if i.encoding == 'float']
-  assert sorted(flows) == ['flowavenet', 'waveflow', 'waveglow']
-  assert all(inputs[f].mel.to_dict() == wavenet_mel for f in flows)
+  vocoders = [name for name, i in inputs.items() if 'mel' in i.frame_features]
+  assert sorted(vocoders) == ['flowavenet', 'hifigan', 'melgan', 'waveflow', 'waveglow']
+  assert all(inputs[f].mel.to_dict() == wavenet_mel for f in vocoders)
 
 
 def test_a_config_typo_is_an_error():

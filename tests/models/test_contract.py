@@ -21,7 +21,9 @@ def _runlocal(name: str):
 def test_family_keeps_the_contract(name):
   config = _runlocal(name)
   family, model = models.family(name), models.create(config)
-  batch = benchmark.random_batch(config.input, np.random.default_rng(0), 2, 512)
+  # Clip models (WaveGAN, SpecGAN) read clips of their own length; the others 512 samples.
+  samples = getattr(model, 'clip_samples', 512)
+  batch = benchmark.random_batch(config.input, np.random.default_rng(0), 2, samples)
   variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
   assert 'params' in variables
 
@@ -30,6 +32,8 @@ def test_family_keeps_the_contract(name):
   assert loss.shape == () and np.isfinite(loss)
   assert isinstance(model_state, dict)
   assert metrics['weight'] > 0
+  if hasattr(family, 'discriminator_loss'):  # a GAN: the contract's loss is the generator's
+    assert {'g_loss', 'd_loss'} <= set(metrics)
   if 'bits_per_sample' in metrics:  # a likelihood family: nats and bits agree
     np.testing.assert_allclose(metrics['bits_per_sample'], metrics['nll'] / np.log(2), rtol=1e-6)
 
