@@ -188,21 +188,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
   return last
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
-    raise app.UsageError('--config and --workdir are required')
-  logging.set_verbosity(logging.INFO)
-  with runtime.one_line_errors('train'):
-    distributed.initialize()
-    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-  distributed.shutdown()
-
-
-if __name__ == '__main__':
+def run_job(job: str, train_fn) -> None:
+  """The absl program `python -m experiments.<job> --config=... --workdir=...` that runs
+  `train_fn(config, workdir)` (this module's `train_and_evaluate`, or a fork's)."""
   # Flags belong to the program, not the library: other jobs import this module.
   config_flags.DEFINE_config_file('config', None, 'Experiment config file[:arg].',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs and config.')
-  app.run(main, flags_parser=runtime.flags_parser('train'))
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
+      raise app.UsageError('--config and --workdir are required')
+    logging.set_verbosity(logging.INFO)
+    with runtime.one_line_errors(job):
+      distributed.initialize()
+      train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+    distributed.shutdown()
+
+  app.run(main, flags_parser=runtime.flags_parser(job))
+
+
+if __name__ == '__main__':
+  run_job('train', train_and_evaluate)

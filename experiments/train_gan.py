@@ -31,21 +31,15 @@ either skips `max_consecutive_nonfinite` updates in a row).
 
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import optax
 
 from data import pipeline
 from data import specs
-from experiments import distributed
 from experiments import optim
-from experiments import runtime
 from experiments import state as state_lib
 from experiments import train
 import models
@@ -167,20 +161,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return train.train_and_evaluate(config, workdir, game=sys.modules[__name__])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
-    raise app.UsageError('--config and --workdir are required')
-  logging.set_verbosity(logging.INFO)
-  with runtime.one_line_errors('train_gan'):
-    distributed.initialize()
-    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-  distributed.shutdown()
-
-
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'Experiment config file[:arg].',
-                                  lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs and config.')
-  app.run(main, flags_parser=runtime.flags_parser('train_gan'))
+  train.run_job('train_gan', train_and_evaluate)

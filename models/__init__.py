@@ -61,6 +61,14 @@ tests/models/test_<name>.py:
                   and log_det equals a brute-force Jacobian's on a tiny input.
   autoencoder     encode, quantize and decode; tests: shapes, the straight-through gradient,
                   codebook updates.
+  gan             fake(model, variables, batch, rng) -> the generator's output,
+                  discriminator_loss(model, variables, batch, fake, rng) -> (loss, metrics,
+                  model_state) and generator_loss(model, variables, batch, fake, rng) ->
+                  (loss, metrics), over params {'generator', 'discriminator'}
+                  (models/layers/gan.py; trained by experiments/train_gan.py); tests: the
+                  sharded losses equal the single-device ones, the objectives, the gradient
+                  penalty against finite differences, the random windows and shifts follow
+                  the seed.
 
 The data facts. `create` fills these Model fields (when the Model has them) from
 `config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),

@@ -107,12 +107,6 @@ class Model(gan_vocoder.MelGAN):
   resblock_dilations: tuple[int, ...] = (1, 3, 5) * 3  # flat: split evenly over the kernels
 
   def __post_init__(self):
-    prod = 1
-    for s in self.upsample_strides:
-      prod *= s
-    if self.hop_length and prod != self.hop_length:
-      raise ValueError(f'model.upsample_strides={self.upsample_strides}: their product must be '
-                       f'the hop, {self.hop_length}')
     if len(self.upsample_kernels) != len(self.upsample_strides) or any(
         k < s for k, s in zip(self.upsample_kernels, self.upsample_strides)):
       raise ValueError(f'model.upsample_kernels={self.upsample_kernels}: one per stride, each '
@@ -123,6 +117,10 @@ class Model(gan_vocoder.MelGAN):
       raise ValueError(f'model.resblock_dilations={self.resblock_dilations}: not split evenly '
                        f'over the {len(self.resblock_kernels)} resblock_kernels')
     super().__post_init__()
+
+  @property
+  def strides(self) -> tuple[int, ...]:
+    return tuple(self.upsample_strides)
 
   def make_generator(self, **kwargs) -> nn.Module:
     n = len(self.resblock_dilations) // len(self.resblock_kernels)

@@ -86,9 +86,6 @@ class Model(gan_vocoder.MelGAN):
   residual_layers: int = 3
 
   def __post_init__(self):
-    if self.hop_length and self._strides_product() != self.hop_length:
-      raise ValueError(f'model.upsample_strides={self.upsample_strides}: their product must be '
-                       f'the hop, {self.hop_length}')
     if self.channels % 2 ** len(self.strides):
       raise ValueError(f'model.channels={self.channels}: halved at each of '
                        f'{len(self.strides)} strides, so a multiple of {2 ** len(self.strides)}')
@@ -97,12 +94,6 @@ class Model(gan_vocoder.MelGAN):
   @property
   def strides(self) -> tuple[int, ...]:
     return tuple(self.upsample_strides or (8, 8, 4, 2))
-
-  def _strides_product(self) -> int:
-    out = 1
-    for s in self.strides:
-      out *= s
-    return out
 
   def make_generator(self, **kwargs) -> nn.Module:
     return Generator(self.strides, self.channels, self.residual_layers, self.weight_norm,

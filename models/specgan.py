@@ -20,7 +20,6 @@ phase. The paper's: d = 64, latent 100, WGAN-GP lambda 10, 5 critic steps, Adam 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from data import spectral
 from models.layers import conv
@@ -71,46 +70,24 @@ def log_magnitude(audio: jax.Array) -> jax.Array:
   return jnp.log(jnp.swapaxes(s[:, :BINS], 1, 2)[:, :BINS] + EPS)
 
 
-class Model(nn.Module):
+class Model(gan.ClipGAN):
   """SpecGAN; `Model(**config.model)`."""
-  sample_rate: int = 16000  # derived from config.input
-  encoding: str = 'float'  # derived
-  clip_samples: int = 16384  # 128 frames of 128
-  latent_dim: int = 100
   dim: int = 64
   layers: int = 5
   griffin_lim_iters: int = 16
-  objective: str = 'wasserstein'
-  gradient_penalty: float = 10.
-  feature_matching: float = 0.
 
   def __post_init__(self):
-    if self.encoding != 'float':
-      raise ValueError(f"model.encoding={self.encoding!r} (from config.input.encoding): "
-                       "SpecGAN reads float audio; expected 'float'")
     if self.clip_samples != BINS * HOP:
       raise ValueError(f'model.clip_samples={self.clip_samples}: SpecGAN draws {BINS} frames '
                        f'of {HOP} samples, {BINS * HOP}')
-    gan.check_objective(self.objective)
     super().__post_init__()
-
-  conditions = ()
-  has_reconstruction = False
 
   def setup(self):
     self.generator = Generator(self.dim, self.layers)
     self.discriminator = Discriminator(self.dim, self.layers)
-
     self.mean = self.variable('moments', 'mean', jnp.zeros, (BINS,))
     self.var = self.variable('moments', 'var', jnp.ones, (BINS,))
     self.count = self.variable('moments', 'count', jnp.zeros, ())
-
-  def conditioning(self, batch: dict):
-    del batch
-    return None
-
-  def noise(self, rng: jax.Array, rows: int) -> jax.Array:
-    return jax.random.uniform(rng, (rows, self.latent_dim), minval=-1., maxval=1.)
 
   def synthesize(self, z: jax.Array, cond) -> jax.Array:
     del cond
@@ -118,12 +95,7 @@ class Model(nn.Module):
 
   def real(self, batch: dict) -> jax.Array:
     """The batch's normalised spectrograms; the moments take the batch in when mutable."""
-    x = jnp.asarray(batch['audio'])
-    if not jnp.issubdtype(x.dtype, jnp.floating) or x.shape[1] != self.clip_samples:
-      raise ValueError(f"batch['audio'] is {x.dtype} {tuple(x.shape)}: SpecGAN needs float "
-                       f'clips of {self.clip_samples} samples (config.input.encoding=float, '
-                       f'crop_samples={self.clip_samples})')
-    s = log_magnitude(x)  # [B, frames, bins]
+    s = log_magnitude(self.clip(batch))  # [B, frames, bins]
     mean, var, count = self.mean, self.var, self.count
     if self.is_mutable_collection('moments') and not self.is_initializing():
       n = s.shape[0] * s.shape[1]
@@ -153,12 +125,3 @@ class Model(nn.Module):
     mag = jnp.swapaxes(jnp.pad(mag, ((0, 0), (0, 1), (0, 1))), 1, 2)  # [B, bins + 1, F + 1]
     return spectral.griffin_lim(mag, n_iter=self.griffin_lim_iters, hop_length=HOP,
                                 n_fft=N_FFT, length=self.clip_samples, init=None)
-
-  def reconstruction(self, real, fake) -> dict:
-    del real, fake
-    return {}
-
-  def initialize(self, batch: dict, rng: jax.Array) -> list:
-    z = self.noise(rng, np.shape(batch['audio'])[0])
-    self.real(batch)  # creates the moments
-    return self.discriminate(self.synthesize(z, None), None, rng)

@@ -15,7 +15,6 @@ per generator step, Adam 1e-4, betas (0.5, 0.9), batch 64, clips of 16,384 sampl
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from models.layers import conv
 from models.layers import gan
@@ -66,70 +65,32 @@ class Discriminator(nn.Module):
     return logits, feats
 
 
-class Model(nn.Module):
+class Model(gan.ClipGAN):
   """WaveGAN; `Model(**config.model)`."""
-  sample_rate: int = 16000  # derived from config.input
-  encoding: str = 'float'  # derived: WaveGAN draws float audio
-  clip_samples: int = 16384
-  latent_dim: int = 100
   dim: int = 64
   kernel_size: int = 25
   stride: int = 4
   layers: int = 5
   phase_shuffle: int = 2
-  objective: str = 'wasserstein'
-  gradient_penalty: float = 10.
-  feature_matching: float = 0.
 
   def __post_init__(self):
-    if self.encoding != 'float':
-      raise ValueError(f"model.encoding={self.encoding!r} (from config.input.encoding): "
-                       "WaveGAN draws float audio; expected 'float'")
     if self.clip_samples % self.stride ** self.layers:
       raise ValueError(f'model.clip_samples={self.clip_samples}: expected a multiple of '
                        f'stride^layers = {self.stride ** self.layers}')
-    gan.check_objective(self.objective)
     super().__post_init__()
-
-  conditions = ()
-  has_reconstruction = False
 
   def setup(self):
     self.generator = Generator(self.dim, self.kernel_size, self.stride, self.layers)
     self.discriminator = Discriminator(self.dim, self.kernel_size, self.stride, self.layers,
                                        self.phase_shuffle)
 
-  def conditioning(self, batch: dict):
-    del batch
-    return None
-
-  def noise(self, rng: jax.Array, rows: int) -> jax.Array:
-    return jax.random.uniform(rng, (rows, self.latent_dim), minval=-1., maxval=1.)
-
   def synthesize(self, z: jax.Array, cond) -> jax.Array:
     del cond
     return self.generator(z, self.clip_samples)
 
   def real(self, batch: dict) -> jax.Array:
-    x = jnp.asarray(batch['audio'])
-    if not jnp.issubdtype(x.dtype, jnp.floating) or x.shape[1] != self.clip_samples:
-      raise ValueError(f"batch['audio'] is {x.dtype} {tuple(x.shape)}: WaveGAN needs float "
-                       f'clips of {self.clip_samples} samples (config.input.encoding=float, '
-                       f'crop_samples={self.clip_samples})')
-    return x
+    return self.clip(batch)
 
   def discriminate(self, x: jax.Array, cond, rng: jax.Array) -> list:
     del cond
     return [self.discriminator(x, rng)]
-
-  def render(self, x: jax.Array, cond) -> jax.Array:
-    del cond
-    return x
-
-  def reconstruction(self, real, fake) -> dict:
-    del real, fake
-    return {}
-
-  def initialize(self, batch: dict, rng: jax.Array) -> list:
-    z = self.noise(rng, np.shape(batch['audio'])[0])
-    return self.discriminate(self.synthesize(z, None), None, rng)

@@ -64,19 +64,8 @@ class MelFlow(nn.Module):
   param_dtype: str = 'float32'
 
   def __post_init__(self):
+    vocoding.check_fields(self, 'is a density on float audio', self.strides)
     name = type(self).__module__.split('.')[-1]
-    if self.encoding != 'float':
-      raise ValueError(f"model.encoding={self.encoding!r} (from config.input.encoding): {name} "
-                       "is a density on float audio; expected 'float'")
-    if tuple(self.local_keys) != ('mel',):
-      raise ValueError(f"model.local_keys={tuple(self.local_keys)}: {name} is conditioned on "
-                       "('mel',)")
-    if self.hop_length <= 0 or self.local_features <= 0:
-      raise ValueError(f'{name} needs the mel hop and width (model.hop_length='
-                       f'{self.hop_length}, local_features={self.local_features})')
-    if math.prod(self.strides) != self.hop_length:
-      raise ValueError(f'model.upsample_strides={self.upsample_strides}: their product must be '
-                       f'the hop, {self.hop_length}')
     if self.hop_length % self.granularity:
       raise ValueError(f'{name}: the hop {self.hop_length} is not a multiple of the flow\'s '
                        f'granularity {self.granularity} (its squeeze or fold height)')

@@ -44,6 +44,7 @@ discriminators):
 from collections.abc import Iterator, Sequence
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,6 +235,61 @@ def loss(model, variables: dict, batch: dict, rng: jax.Array) -> tuple:
   g, g_metrics = generator_loss(model, {**variables, **state}, batch, x_fake,
                                 jax.random.fold_in(rng, 2))
   return g, {**d_metrics, **g_metrics}, state
+
+
+class ClipGAN(nn.Module):
+  """The fields and methods an unconditional clip GAN (WaveGAN, SpecGAN) shares: clips of
+  `clip_samples` float samples from z ~ U(-1, 1)^latent_dim, no conditioning, no
+  reconstruction terms. A subclass sets up `generator` and `discriminator` and defines
+  `synthesize`, `real` (through `clip`) and `discriminate`, and `render` where its domain is
+  not audio."""
+  sample_rate: int = 16000  # derived from config.input
+  encoding: str = 'float'  # derived
+  clip_samples: int = 16384
+  latent_dim: int = 100
+  objective: str = 'wasserstein'
+  gradient_penalty: float = 10.
+  feature_matching: float = 0.
+
+  conditions = ()
+  has_reconstruction = False
+
+  def __post_init__(self):
+    if self.encoding != 'float':
+      raise ValueError(f"model.encoding={self.encoding!r} (from config.input.encoding): "
+                       f"{type(self).__name__} reads float audio; expected 'float'")
+    check_objective(self.objective)
+    super().__post_init__()
+
+  def clip(self, batch: dict) -> jax.Array:
+    """batch['audio'], checked to be float clips of `clip_samples`."""
+    x = jnp.asarray(batch['audio'])
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.shape[1] != self.clip_samples:
+      name = type(self).__module__.split('.')[-1]
+      raise ValueError(f"batch['audio'] is {x.dtype} {tuple(x.shape)}: {name} needs float "
+                       f'clips of {self.clip_samples} samples (config.input.encoding=float, '
+                       f'crop_samples={self.clip_samples})')
+    return x
+
+  def conditioning(self, batch: dict):
+    del batch
+    return None
+
+  def noise(self, rng: jax.Array, rows: int) -> jax.Array:
+    return jax.random.uniform(rng, (rows, self.latent_dim), minval=-1., maxval=1.)
+
+  def render(self, x: jax.Array, cond) -> jax.Array:
+    del cond
+    return x
+
+  def reconstruction(self, real, fake) -> dict:
+    del real, fake
+    return {}
+
+  def initialize(self, batch: dict, rng: jax.Array) -> list:
+    z = self.noise(rng, np.shape(batch['audio'])[0])
+    self.real(batch)  # creates any state the data sets (SpecGAN's moments)
+    return self.discriminate(self.synthesize(z, None), None, rng)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,22 +85,13 @@ class MelGAN(nn.Module):
   dtype: str = 'float32'
 
   def __post_init__(self):
-    name = type(self).__module__.split('.')[-1]
-    if self.encoding != 'float':
-      raise ValueError(f"model.encoding={self.encoding!r} (from config.input.encoding): {name} "
-                       "renders float audio; expected 'float'")
-    if tuple(self.local_keys) != ('mel',):
-      raise ValueError(f"model.local_keys={tuple(self.local_keys)}: {name} is conditioned on "
-                       "('mel',)")
-    if self.hop_length <= 0 or self.local_features <= 0:
-      raise ValueError(f'{name} needs the mel hop and width (model.hop_length='
-                       f'{self.hop_length}, local_features={self.local_features})')
+    vocoding.check_fields(self, 'renders float audio', self.strides)
     if self.discriminators not in DISCRIMINATORS:
       raise ValueError(f'model.discriminators={self.discriminators!r}: expected one of '
                        f'{", ".join(DISCRIMINATORS)}')
     if self.mel_loss and not self.mel_settings:
-      raise ValueError(f'model.mel_loss={self.mel_loss}: {name} needs the input\'s mel settings '
-                       '(derived from config.input by models.create)')
+      raise ValueError(f'model.mel_loss={self.mel_loss}: the mel loss needs the input\'s mel '
+                       'settings (derived from config.input by models.create)')
     gan.check_objective(self.objective)
     super().__post_init__()
 
@@ -111,6 +102,11 @@ class MelGAN(nn.Module):
   @property
   def has_reconstruction(self) -> bool:
     return bool(self.mel_loss or self.stft_loss)
+
+  @property
+  def strides(self) -> tuple[int, ...]:
+    """The generator's upsampling strides (their product is the hop)."""
+    raise NotImplementedError
 
   @property
   def context_frames(self) -> int:
@@ -130,7 +126,7 @@ class MelGAN(nn.Module):
   # The GAN Model's methods (models/layers/gan.py).
   def conditioning(self, batch: dict) -> jax.Array:
     if 'mel' not in batch:
-      raise ValueError(f"the model is conditioned on ('mel',); the batch has no ['mel'] (add "
+      raise ValueError("the model is conditioned on ('mel',); the batch has no ['mel'] (add "
                        'it to config.input.frame_features)')
     t = np.shape(batch['audio'])[1]
     if t % self.hop_length:

@@ -3,8 +3,28 @@ GANs', models/layers/gan_vocoder.py): the checks of its arguments and the loop t
 long mel in windows with context on either side, so that there are no seams."""
 
 from collections.abc import Callable, Iterator
+import math
 
 import numpy as np
+
+
+def check_fields(model, what: str, strides: tuple[int, ...] | None = None) -> None:
+  """The one-line errors of a mel vocoder's data fields: float audio (`what` the model does
+  with it, e.g. 'is a density on float audio'), ('mel',) conditioning, a positive hop and mel
+  width, and upsampling `strides` (where given) whose product is the hop."""
+  name = type(model).__module__.split('.')[-1]
+  if model.encoding != 'float':
+    raise ValueError(f"model.encoding={model.encoding!r} (from config.input.encoding): {name} "
+                     f"{what}; expected 'float'")
+  if tuple(model.local_keys) != ('mel',):
+    raise ValueError(f"model.local_keys={tuple(model.local_keys)}: {name} is conditioned on "
+                     "('mel',)")
+  if model.hop_length <= 0 or model.local_features <= 0:
+    raise ValueError(f'{name} needs the mel hop and width (model.hop_length='
+                     f'{model.hop_length}, local_features={model.local_features})')
+  if strides is not None and math.prod(strides) != model.hop_length:
+    raise ValueError(f'model.upsample_strides={model.upsample_strides}: their product must be '
+                     f'the hop, {model.hop_length}')
 
 
 def checked_mel(model, num_samples: int, batch: int, prompt, cond: dict | None) -> np.ndarray:

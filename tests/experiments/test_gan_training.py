@@ -139,19 +139,19 @@ def test_discriminator_steps_and_trainer_mistakes_are_one_line_errors(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['melgan', 'hifigan'])
 def test_the_mel_loss_falls_on_the_embedded_corpus(name):
-  """30 steps on the embedded corpus: the mean mel L1 of the last 5 is below 0.8 x that of
+  """40 steps on the embedded corpus: the mean mel L1 of the last 10 is below 0.9 x that of
   the first 5."""
-  c = tiny_gan(name, total_steps=30, **{'optim.learning_rate': 1e-3,
+  c = tiny_gan(name, total_steps=40, **{'optim.learning_rate': 1e-3,
                                        'optim_discriminator.learning_rate': 1e-3})
   state, step, batch_sh, mesh = _step_of(c)
   batches = pipeline.make_batches(c.input, sharding=batch_sh)
   mel = []
   with jax.set_mesh(mesh):
-    for _ in range(30):
+    for _ in range(40):
       state, metrics = step(state, next(batches))
       mel.append(float(metrics['mel_l1']))
   assert np.all(np.isfinite(mel))
-  assert np.mean(mel[-5:]) < 0.8 * np.mean(mel[:5]), mel
+  assert np.mean(mel[-10:]) < 0.9 * np.mean(mel[:5]), mel
 
 
 @pytest.mark.slow
