@@ -9,7 +9,7 @@ Variants:
             iterations; 200,000 generator steps. 19.07 M generator and 17.43 M critic
             parameters.
   runlocal  a laptop run on the embedded corpus (2 CPU cores): d = 8, batches of 8 in 2
-            critic steps of 4, 2,000 steps at 1e-4; the `clip_statistics` evaluator every 500.
+            critic steps of 4, 1,000 steps at 1e-4; the `clip_statistics` evaluator every 500.
 
   python -m experiments.train_gan --config=experiments/configs/specgan.py:runlocal --workdir=/tmp/sg
 
@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
   c.checkpoint.every_steps = 5000
   c.evals.sample.every_steps = 5000
   if arg.runlocal:
-    common.runlocal(c, total_steps=2000, learning_rate=1e-4, evals_every=500, log_every=100,
+    common.runlocal(c, total_steps=1000, learning_rate=1e-4, evals_every=500, log_every=100,
                     microbatches=1)
     c.model.dim = 8
   common.clip_gan(c, arg.runlocal)
