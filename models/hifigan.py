@@ -20,6 +20,8 @@ data's hop of 512 (the last stride doubled, its kernel with it):
         (1 2) (2 6) (3 12) (1.5 M)
 """
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -67,9 +69,7 @@ class Generator(nn.Module):
 
   @property
   def reach_samples(self) -> int:
-    hop = 1
-    for s in self.strides:
-      hop *= s
+    hop = math.prod(self.strides)
     per_block = 2 if self.resblock == 'type1' else 1
     mrf = max((k - 1) // 2 * (sum(ds) + (per_block - 1) * len(ds))
               for k, ds in zip(self.resblock_kernels, self.resblock_dilations))

@@ -14,6 +14,8 @@ multi-scale discriminator with a hinge loss and feature matching (weight 10); th
 picks GAN-TTS's random windows or HiFi-GAN's multi-period discriminator instead.
 """
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -52,9 +54,7 @@ class Generator(nn.Module):
 
   @property
   def reach_samples(self) -> int:
-    hop = 1
-    for s in self.strides:
-      hop *= s
+    hop = math.prod(self.strides)
     reach, step = 3 * hop, hop  # the input conv: 3 frames each side
     for s in self.strides:
       reach += step  # the transposed conv: one input step
