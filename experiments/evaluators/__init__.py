@@ -24,6 +24,9 @@ import pkgutil
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
+
+from data import pipeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,19 @@ class Context:
   rules: tuple
   state_shardings: dict
   batch_sharding: jax.sharding.NamedSharding
+
+
+def first_segments(config: ml_collections.ConfigDict, split: str, rows: int, samples: int,
+                   **updates) -> dict:
+  """The first `rows` segments of `split` (fewer if the split is shorter), each cropped to its
+  first `samples`, as one host batch of config.input with `updates` (e.g. encoding='float'):
+  the fixed references an evaluator reads once."""
+  c = ml_collections.ConfigDict(config.input.to_dict())
+  c.update(split=split, batch_size=rows, crop_samples=samples, shuffle=False, num_epochs=1,
+           drop_remainder=False, worker_count=0, seed=config.seed, **updates)
+  batch = next(pipeline.make_batches(c, shard_index=0, shard_count=1))
+  n = int(np.sum(batch['mask']))
+  return {k: np.asarray(v)[:n] for k, v in batch.items()}
 
 
 def types() -> list[str]:

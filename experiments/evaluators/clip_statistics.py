@@ -24,13 +24,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import scipy.linalg
 
-from data import pipeline
 from data import spectral
 from data import specs
+from experiments import evaluators
 from experiments import metrics as metrics_lib
 from experiments import sharding
 from experiments import state as state_lib
@@ -80,12 +79,9 @@ class Evaluator:
   def data(self) -> np.ndarray:
     """The reference crops [clips, samples], read once."""
     if self._data is None:
-      c = ml_collections.ConfigDict(self.context.config.input.to_dict())
-      c.update(split=self.split, batch_size=self.clips, crop_samples=self.samples,
-               shuffle=False, num_epochs=1, drop_remainder=False, worker_count=0,
-               encoding='float', frame_features=(), seed=self.context.config.seed)
-      batch = next(pipeline.make_batches(c, shard_index=0, shard_count=1))
-      self._data = np.asarray(batch['audio'])[:int(np.sum(batch['mask']))]
+      self._data = evaluators.first_segments(self.context.config, self.split, self.clips,
+                                             self.samples, encoding='float',
+                                             frame_features=())['audio']
     return self._data
 
   def baseline(self) -> dict:

@@ -31,9 +31,9 @@ import ml_collections
 import numpy as np
 
 from data import audio as audio_lib
-from data import pipeline
 from data import spectral
 from data import specs
+from experiments import evaluators
 from experiments import metrics as metrics_lib
 from experiments import sharding
 from experiments import state as state_lib
@@ -96,14 +96,9 @@ class Evaluator:
   def _references(self) -> tuple[np.ndarray, dict]:
     """(reference audio [clips, T], conditioning {key: [clips, ...]}), read once."""
     if self._data is None:
-      c = ml_collections.ConfigDict(self.context.config.input.to_dict())
-      c.update(split=self.split, batch_size=self.clips, crop_samples=self.samples,
-               shuffle=False, num_epochs=1, drop_remainder=False, worker_count=0,
-               encoding='float', seed=self.context.config.seed)
-      batch = next(pipeline.make_batches(c, shard_index=0, shard_count=1))
-      rows = int(np.sum(batch['mask']))
-      cond = {k: np.asarray(batch[k])[:rows] for k in self.context.model.conditions}
-      self._data = (np.asarray(batch['audio'])[:rows], cond)
+      batch = evaluators.first_segments(self.context.config, self.split, self.clips,
+                                        self.samples, encoding='float')
+      self._data = (batch['audio'], {k: batch[k] for k in self.context.model.conditions})
     return self._data
 
   def baseline(self) -> dict:

@@ -296,7 +296,8 @@ class ClipGAN(nn.Module):
 # Sampling
 
 
-def render_streams(model, variables: dict, z, cond) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=0)
+def render_streams(model, variables: dict, z, cond=None) -> jax.Array:
   """Audio [B, T] of each stream alone (lax.map over rows, so a stream's audio is bit-identical
   however many are drawn beside it), clipped to [-1, 1]."""
   def one(args):
@@ -324,14 +325,9 @@ def clips(model, variables: dict, rng: jax.Array, num_samples: int, *, batch: in
   for c in range(-(-num_samples // model.clip_samples)):
     keys = sampling.stream_keys(rng, c, streams)
     z = jax.vmap(lambda k: model.noise(k, 1)[0])(keys) * temperature
-    x = np.asarray(_render(model, variables, z))
+    x = np.asarray(render_streams(model, variables, z))
     pending = np.concatenate([pending, x], axis=1)[:, :left]
     while pending.shape[1] >= min(chunk_samples, left) > 0:
       n = min(chunk_samples, left)
       yield pending[:, :n]
       pending, left = pending[:, n:], left - n
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _render(model, variables: dict, z: jax.Array) -> jax.Array:
-  return render_streams(model, variables, z, None)

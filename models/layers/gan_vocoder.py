@@ -25,7 +25,6 @@ does not depend on the others.
 """
 
 from collections.abc import Iterator
-import functools
 
 import flax.linen as nn
 import jax
@@ -180,13 +179,6 @@ init, fake, loss = gan.init, gan.fake, gan.loss
 discriminator_loss, generator_loss = gan.discriminator_loss, gan.generator_loss
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _render(model: MelGAN, variables: dict, mel: jax.Array) -> jax.Array:
-  """Audio [B, F hop] of each stream's mel alone (lax.map), clipped to [-1, 1]."""
-  one = lambda m: model.apply(variables, None, m[None], method='synthesize')[0]
-  return jnp.clip(jax.lax.map(one, mel), -1., 1.)
-
-
 def generate(model: MelGAN, variables: dict, rng: jax.Array, num_samples: int, *,
              batch: int = 1, prompt=None, cond: dict | None = None, temperature: float = 1.0,
              chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
@@ -195,6 +187,7 @@ def generate(model: MelGAN, variables: dict, rng: jax.Array, num_samples: int, *
   del rng, temperature, first_stream  # deterministic
   mel = vocoding.checked_mel(model, num_samples, batch, prompt, cond)
   variables = {'params': {'generator': variables['params']['generator']}}
-  render = lambda lo, hi: np.asarray(_render(model, variables, jnp.asarray(mel[:, lo:hi])))
+  render = lambda lo, hi: np.asarray(gan.render_streams(model, variables, None,
+                                                        jnp.asarray(mel[:, lo:hi])))
   yield from vocoding.in_windows(render, mel.shape[1], model.hop_length, batch, num_samples,
                                  chunk_samples, model.context_frames)
