@@ -21,6 +21,10 @@ Variants (combine with commas, e.g. `:midi,runlocal`):
   peer      the setting public WaveNets are benchmarked in: 30 layers in 3 cycles of 1..512,
             64 residual / 128 gate / 64 skip channels, kernel 2, 256-way softmax,
             batch 4 x 8,000 samples, unconditional.
+  teacher=mixture|gaussian  (with `mel`) a distillation teacher: the mel vocoder with a
+            10-component logistic mixture (Parallel WaveNet's teacher) or a single Gaussian
+            (ClariNet's) over 16-bit linear audio, also at `runlocal` (whose `mel` alone is an
+            8-bit softmax); students: experiments/configs/parallel_wavenet.py, clarinet.py.
   bf16      bfloat16 compute (activations and matmuls), with float32 parameters, gradients
             and optimizer state, and float32 logits, softmax and loss.
   runlocal  a laptop run on the embedded corpus (2 CPU cores): 10 layers (receptive field
@@ -46,11 +50,17 @@ this size and training time the vocoder does not beat Griffin-Lim.
 
 from experiments.configs import common
 
+TEACHERS = ('mixture', 'gaussian')  # the distillation teachers' outputs
+
 
 def get_config(arg: str | None = None):
-  arg = common.parse_arg(arg, runlocal=False, midi=False, mel=False, peer=False, bf16=False)
+  arg = common.parse_arg(arg, runlocal=False, midi=False, mel=False, peer=False, bf16=False,
+                         teacher='')
   if arg.midi and arg.mel:
     raise ValueError('config arguments midi and mel: choose one conditioning')
+  if arg.teacher and (arg.teacher not in TEACHERS or not arg.mel):
+    raise ValueError(f'config argument teacher={arg.teacher!r}: expected one of '
+                     f'{", ".join(TEACHERS)}, with mel')
   c = common.base_config()
   c.model_name = 'wavenet'
   # num_classes (2^input.bits), hop_length and local_features come from c.input.
@@ -97,10 +107,13 @@ def get_config(arg: str | None = None):
                     microbatches=8)  # 8: 1.9x the throughput of whole batches on 2 cores
     c.model.update(residual_channels=32, gate_channels=64, skip_channels=64, num_layers=10)
     if arg.mel:
-      c.input.update(encoding='mu_law', bits=8)
+      if not arg.teacher:
+        c.input.update(encoding='mu_law', bits=8)
+        c.model.output = 'softmax'
       c.input.mel.update(n_fft=2048, win_length=None, n_mels=80, fmin=0., fmax=None)
-      c.model.output = 'softmax'
       c.evals.resynthesis.update(every_steps=c.total_steps, clips=4, seconds=1.0)
+  if arg.teacher:
+    c.model.output = arg.teacher
   return c
 
 

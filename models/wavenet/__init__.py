@@ -9,9 +9,11 @@ Position t of the output sees codes[:, :t + 1] and predicts codes[:, t + 1]: the
 zero padding), which is also the sampler's initial state. Dilations run 1, 2, ..., 2^(c-1) for
 c = `dilation_cycle`, repeated; the receptive field is `Model.receptive_field` samples.
 
-Outputs: 'softmax' over `num_classes` codes (8-bit mu-law in the paper), or 'mixture', a
+Outputs: 'softmax' over `num_classes` codes (8-bit mu-law in the paper); 'mixture', a
 discretised mixture of `num_mixtures` logistics over `num_classes` levels evenly spaced in
-[-1, 1] (PixelCNN++, Parallel WaveNet), whose input is the scaled code value.
+[-1, 1] (PixelCNN++, Parallel WaveNet's teacher); or 'gaussian', one discretised Gaussian over
+the same levels (ClariNet's teacher). The continuous outputs' input is the scaled code value
+(or float audio, which a distillation teacher scores), their log scales floored at -7.
 
 Conditioning, added to every layer's gate pre-activation:
   * global: `num_global` ids ([B] int32, e.g. composer or instrument) through an embedding;
@@ -35,6 +37,8 @@ from models.layers import autoregressive
 from models.wavenet.model import OUTPUTS
 from models.wavenet.model import Model
 from models.wavenet.model import condition
+from models.wavenet.model import gaussian_params
+from models.wavenet.model import mixture_params
 from models.wavenet.model import draws
 from models.wavenet.model import nll
 from models.wavenet.model import sample_from_draws

@@ -3,6 +3,8 @@
 The architecture and its conventions are described in models/wavenet/__init__.py.
 """
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,8 @@ from models.layers import conditioning
 from models.layers import params as params_lib
 from models.layers import sampling
 
-OUTPUTS = ('softmax', 'mixture')
+OUTPUTS = ('softmax', 'mixture', 'gaussian')
+LOG_SCALE_MIN = -7.  # the least log scale of a logistic or Gaussian output (ClariNet's floor)
 
 
 def _shift(x: jax.Array, s: int) -> jax.Array:
@@ -104,7 +107,8 @@ class Model(nn.Module):
 
   @property
   def out_features(self) -> int:
-    return self.num_classes if self.output == 'softmax' else 3 * self.num_mixtures
+    return {'softmax': self.num_classes, 'mixture': 3 * self.num_mixtures,
+            'gaussian': 2}[self.output]
 
   def _p(self, name, shape, axes, init):
     return params_lib.param(self, name, shape, axes, init)
@@ -188,12 +192,14 @@ class Model(nn.Module):
 
 
 def stem(model: Model, p: dict, codes: jax.Array) -> jax.Array:
-  """The causal input convolution: codes [B, T] -> [B, T, R]."""
+  """The causal input convolution: codes [B, T] -> [B, T, R]. The continuous outputs'
+  models also take float values in [-1, 1] in place of codes (a distillation teacher scores
+  its student's continuous samples, differentiably)."""
   w = p['stem']['kernel']  # [k, D, R]
   k = model.kernel_size
   if model.output == 'softmax':
     return sum(_shift(w[j][codes], k - 1 - j) for j in range(k)) + p['stem']['bias']
-  v = value(model, codes)[..., None]  # [B, T, 1]
+  v = (codes if jnp.issubdtype(codes.dtype, jnp.floating) else value(model, codes))[..., None]
   return sum(_shift(v * w[j, 0], k - 1 - j) for j in range(k)) + p['stem']['bias']
 
 
@@ -226,18 +232,48 @@ def nll(model: Model, out: jax.Array, targets: jax.Array) -> jax.Array:
   """Negative log-likelihood in nats of `targets` [B, T] codes under `out` [B, T, Q or 3M]."""
   if model.output == 'softmax':
     return sampling.softmax_nll(out, targets)
+  if model.output == 'gaussian':
+    return _gaussian_nll(model, out, value(model, targets))
   return _mixture_nll(model, out, value(model, targets))
 
 
-def _mixture_params(model: Model, out: jax.Array):
+def mixture_params(model: Model, out: jax.Array):
+  """(logit weights, means, log scales) [..., M] of a mixture output [..., 3M]."""
   m = model.num_mixtures
   logit_w, mu, log_s = out[..., :m], out[..., m:2 * m], out[..., 2 * m:]
-  return logit_w, mu, jnp.maximum(log_s, -7.)
+  return logit_w, mu, jnp.maximum(log_s, LOG_SCALE_MIN)
+
+
+def gaussian_params(out: jax.Array):
+  """(mean, log standard deviation) [...] of a Gaussian output [..., 2]."""
+  return out[..., 0], jnp.maximum(out[..., 1], LOG_SCALE_MIN)
+
+
+def _gaussian_nll(model: Model, out: jax.Array, x: jax.Array) -> jax.Array:
+  """A discretised Gaussian over levels with spacing 2/(Q-1): the mass of each level's bin, the
+  lowest and highest levels taking the tails (as the mixture's bins)."""
+  mu, log_s = gaussian_params(out.astype(jnp.float32))
+  half = 1. / (model.num_classes - 1)
+  inv_s = jnp.exp(-log_s)
+  plus, minus = inv_s * (x - mu + half), inv_s * (x - mu - half)
+  log_cdf_plus = jax.scipy.special.log_ndtr(plus)
+  log_sf_minus = jax.scipy.special.log_ndtr(-minus)
+  # log(Phi(plus) - Phi(minus)) on the side of the mean where it does not cancel.
+  upper = x - mu > 0
+  hi = jnp.where(upper, -minus, plus)
+  lo = jnp.where(upper, -plus, minus)
+  log_hi = jax.scipy.special.log_ndtr(hi)
+  delta = -jnp.expm1(jax.scipy.special.log_ndtr(lo) - log_hi)
+  log_pdf_mid = (-0.5 * jnp.square(inv_s * (x - mu)) - log_s - 0.5 * math.log(2 * math.pi) +
+                 jnp.log(2. * half))
+  inner = jnp.where(delta > 1e-5, log_hi + jnp.log(jnp.maximum(delta, 1e-12)), log_pdf_mid)
+  logp = jnp.where(x < -1. + half, log_cdf_plus, jnp.where(x > 1. - half, log_sf_minus, inner))
+  return -logp
 
 
 def _mixture_nll(model: Model, out: jax.Array, x: jax.Array) -> jax.Array:
   """Discretised logistic mixture (Salimans et al. 2017) over levels with spacing 2/(Q-1)."""
-  logit_w, mu, log_s = _mixture_params(model, out.astype(jnp.float32))
+  logit_w, mu, log_s = mixture_params(model, out.astype(jnp.float32))
   half = 1. / (model.num_classes - 1)
   c = x[..., None] - mu
   inv_s = jnp.exp(-log_s)
@@ -266,6 +302,8 @@ def draws(model: Model, rng: jax.Array, shape: tuple[int, ...]):
   cost."""
   if model.output == 'softmax':
     return jax.random.gumbel(rng, (*shape, model.num_classes))
+  if model.output == 'gaussian':
+    return jax.random.normal(rng, shape)
   r1, r2 = jax.random.split(rng)
   return (jax.random.gumbel(r1, (*shape, model.num_mixtures)),
           jax.random.uniform(r2, shape, minval=1e-5, maxval=1. - 1e-5))
@@ -276,8 +314,12 @@ def sample_from_draws(model: Model, noise, out: jax.Array, temperature) -> jax.A
   if model.output == 'softmax':
     return sampling.gumbel_max(out, noise, temperature)
   temperature = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
+  if model.output == 'gaussian':
+    mu, log_s = gaussian_params(out)
+    x = jnp.clip(mu + jnp.exp(log_s) * temperature * noise, -1., 1.)
+    return jnp.round((x + 1.) * ((model.num_classes - 1) / 2.)).astype(jnp.int32)
   g, u = noise
-  logit_w, mu, log_s = _mixture_params(model, out)
+  logit_w, mu, log_s = mixture_params(model, out)
   k = sampling.argmax(logit_w / temperature + g)[..., None]
   mu = jnp.take_along_axis(mu, k, -1)[..., 0]
   s = jnp.exp(jnp.take_along_axis(log_s, k, -1)[..., 0]) * temperature

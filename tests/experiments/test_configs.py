@@ -70,7 +70,8 @@ def test_runlocal_settings_are_shared():
   assert first['manual_dir'] is None and first['crop_samples'] == 2048
   wavenet_mel = load('wavenet.py:mel,runlocal').mel.to_dict()
   vocoders = [name for name, i in inputs.items() if 'mel' in i.frame_features]
-  assert sorted(vocoders) == ['flowavenet', 'hifigan', 'melgan', 'waveflow', 'waveglow']
+  assert sorted(vocoders) == ['clarinet', 'flowavenet', 'hifigan', 'melgan', 'parallel_wavenet',
+                              'waveflow', 'waveglow']
   assert all(inputs[f].mel.to_dict() == wavenet_mel for f in vocoders)
 
 
@@ -87,6 +88,17 @@ def test_conditioned_variants_take_their_widths_from_the_input(arg):
   want = c.input.mel.n_mels if 'mel' in arg else 3 * 88
   assert model.local_features == want and model.conditions == c.input.frame_features
   assert (c.input.frame_features == ('mel',)) == ('mel' in arg)
+
+
+@pytest.mark.parametrize('output', ['mixture', 'gaussian'])
+def test_teacher_variants_model_16_bit_linear_audio(output):
+  for arg in (f'mel,teacher={output}', f'mel,teacher={output},runlocal'):
+    c = common.load(os.path.join(ROOT, 'experiments', 'configs', f'wavenet.py:{arg}'))
+    model = models.create(c)
+    assert (model.output, model.encoding, model.num_classes) == (output, 'linear', 2 ** 16)
+  with pytest.raises(ValueError, match=r"teacher='mixture': expected one of mixture, gaussian, "
+                     'with mel'):
+    common.load(os.path.join(ROOT, 'experiments', 'configs', 'wavenet.py:teacher=mixture'))
 
 
 def test_midi_and_mel_together_is_an_error():

@@ -72,6 +72,7 @@ CONFIGS = {
     'softmax': {},
     'mixture+conditioning': dict(output='mixture', num_global=3, local_features=5, hop_length=HOP),
     'softmax+conditioning': dict(num_global=3, local_features=5, hop_length=HOP),
+    'gaussian+mel': dict(output='gaussian', local_features=5, hop_length=HOP),
     'kernel3': dict(kernel_size=3, num_layers=4, dilation_cycle=3),
 }
 
@@ -116,7 +117,7 @@ def test_sample_codes_at_zero_temperature_is_argmax_of_the_parallel_forward():
   np.testing.assert_array_equal(new, np.argmax(out[:, 20:-1], axis=-1))
 
 
-@pytest.mark.parametrize('config', ['softmax', 'mixture+conditioning'])
+@pytest.mark.parametrize('config', ['softmax', 'mixture+conditioning', 'gaussian+mel'])
 def test_sample_codes_does_not_depend_on_chunks_or_threads(config, monkeypatch):
   # Lengths chosen for few distinct compiled shapes: 14 forced and 42 new codes.
   m, v, codes, local, gids = _setup(length=64, **CONFIGS[config])
@@ -142,8 +143,9 @@ def test_naive_generate_matches_sample_codes():
   np.testing.assert_array_equal(naive, cached)
 
 
-def test_mixture_probabilities_sum_to_one_and_sampling_follows_them():
-  m = wavenet.Model(**{**SMALL, 'num_classes': 16, 'output': 'mixture'})
+@pytest.mark.parametrize('output', ['mixture', 'gaussian'])
+def test_continuous_output_probabilities_sum_to_one_and_sampling_follows_them(output):
+  m = wavenet.Model(**{**SMALL, 'num_classes': 16, 'output': output})
   out = 2. * jax.random.normal(jax.random.key(0), (64, m.out_features))
   nll = jax.jit(jax.vmap(lambda c: wavenet.nll(m, out, jnp.full(out.shape[:1], c))))(
       jnp.arange(m.num_classes))  # [Q, N]
@@ -170,7 +172,7 @@ def test_softmax_sampling_is_categorical():
 
 
 def test_bad_config_and_inputs():
-  with pytest.raises(ValueError, match=r'model\.output=.nope.*softmax, mixture'):
+  with pytest.raises(ValueError, match=r'model\.output=.nope.*softmax, mixture, gaussian'):
     wavenet.Model(output='nope')
   with pytest.raises(ValueError, match=r'model\.hop_length'):
     wavenet.Model(local_features=4)
