@@ -156,13 +156,16 @@ def _inverse(model: MelFlow, variables: dict, z: jax.Array, mel: jax.Array) -> j
   return jnp.clip(jax.lax.map(one, (z, mel)), -1., 1.)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
+@functools.partial(jax.jit, static_argnums=(2, 3, 6))
 def latent(rng: jax.Array, first_frame, frames: int, hop: int, streams: jax.Array,
-           temperature) -> jax.Array:
-  """z [B, frames hop] of frames first_frame.. of `streams` [B]: N(0, temperature^2), each
-  frame's hop samples from its own stream key."""
+           temperature, noise: str = 'normal') -> jax.Array:
+  """z [B, frames hop] of frames first_frame.. of `streams` [B]: N(0, temperature^2) (or the
+  standard `noise` 'logistic', times temperature), each frame's hop samples from its own stream
+  key."""
+  draw = {'normal': jax.random.normal, 'logistic': jax.random.logistic}[noise]
+
   def one(f, i):
-    return jax.random.normal(sampling.stream_key(rng, f, i), (hop,))
+    return draw(sampling.stream_key(rng, f, i), (hop,))
   f = first_frame + jnp.arange(frames)
   z = jax.vmap(lambda i: jax.vmap(lambda ff: one(ff, i))(f))(streams)  # [B, frames, hop]
   return z.reshape(streams.shape[0], frames * hop) * temperature

@@ -58,12 +58,14 @@ def unsqueeze(x: jax.Array, g: int) -> jax.Array:
 
 
 class WN(nn.Module):
-  """A non-causal WaveNet-like network: x [B, N, C_in], cond [B, N, D] -> [B, N, out_features].
+  """A WaveNet-like network: x [B, N, C_in], cond [B, N, D] -> [B, N, out_features].
 
   A 1x1 input projection to `channels`, then `num_layers` gated layers (dilated convolution of
-  width `kernel_size` centred on each step, dilations 1, 2, 4, ..., tanh x sigmoid, with the
-  conditioning projected into every layer's gates), residual and skip sums, and a zero
-  initialised 1x1 output projection, so that a coupling starts as the identity.
+  width `kernel_size` centred on each step, dilations 1, 2, 4, ..., 2^(cycle - 1) repeated,
+  tanh x sigmoid, with the conditioning projected into every layer's gates), residual and skip
+  sums, and a zero initialised 1x1 output projection, so that a coupling starts as the
+  identity. `causal`: the taps end at each step instead (steps n - (k - 1) d .. n), so output
+  n depends on x[:, :n + 1] only (an inverse autoregressive flow's network).
   """
   out_features: int
   channels: int = 256
@@ -71,15 +73,25 @@ class WN(nn.Module):
   kernel_size: int = 3
   dtype: str = 'float32'
   param_dtype: str = 'float32'
+  causal: bool = False
+  dilation_cycle: int | None = None  # None: no repeat (1, 2, ..., 2^(num_layers - 1))
 
   @property
   def dilations(self) -> tuple[int, ...]:
-    return tuple(2 ** i for i in range(self.num_layers))
+    cycle = self.dilation_cycle or self.num_layers
+    return tuple(2 ** (i % cycle) for i in range(self.num_layers))
+
+  @property
+  def reach(self) -> int:
+    """Steps before (causal) or on either side of (centred) a step that its output reads."""
+    k = self.kernel_size
+    return sum(self.dilations) * ((k - 1) if self.causal else k // 2)
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
-    if self.kernel_size % 2 == 0:
+    if self.kernel_size % 2 == 0 and not self.causal:
       raise ValueError(f'kernel_size={self.kernel_size}: expected an odd width (centred taps)')
+    centre = self.kernel_size - 1 if self.causal else self.kernel_size // 2
     r, k, dtype = self.channels, self.kernel_size, jnp.dtype(self.dtype)
     dense = lambda name, *a, **kw: params_lib.dense(self, name, *a, **kw)
     start = dense('start', x.shape[-1], r, None, 'embed')
@@ -92,7 +104,7 @@ class WN(nn.Module):
       last = i == self.num_layers - 1
       conv = dense(f'conv{i}', k * r, (2, r), 'embed', (None, 'mlp'))
       out = dense(f'res_skip{i}', r, r if last else 2 * r, 'mlp', 'embed')
-      taps = jnp.concatenate([shift(h, (k // 2 - j) * d) for j in range(k)], axis=-1)
+      taps = jnp.concatenate([shift(h, (centre - j) * d) for j in range(k)], axis=-1)
       y = jnp.einsum('bnc,cgr->bngr', taps, conv['kernel'].astype(dtype))
       y = y + conv['bias'].astype(dtype) + c[:, :, i]
       g = jnp.tanh(y[..., 0, :]) * jax.nn.sigmoid(y[..., 1, :])
