@@ -6,7 +6,8 @@ r"""Trains a model family by its own loss: `train_and_evaluate(config, workdir)`
 One loop for every family trained by one optimiser on its `loss` (models/__init__.py: the
 family turns a batch into its loss and metrics; this file never slices a batch). Training
 games of other shapes (GANs: experiments/train_gan.py; distillation) write their own state and
-step (`init_fn`, `make_step`) and run this loop with them (`train_and_evaluate(..., game=)`),
+step (`init_fn`, `make_step`) and run this loop with them (`train_and_evaluate(..., game=)`;
+experiments/train_distill.py keeps this step and loads a frozen teacher into the state),
 on the shared pieces:
 
     models.create / models.family       the model and its family module
@@ -130,10 +131,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
   this one's; experiments/train_gan.py passes its own). Its metrics must hold
   'nonfinite_consecutive' and 'nonfinite_total'."""
   game = game or sys.modules[__name__]
-  if game is sys.modules[__name__] and hasattr(models.family(config.model_name),
-                                               'discriminator_loss'):
-    raise ValueError(f'config.model_name={config.model_name!r} is a GAN: train it with '
-                     'experiments/train_gan.py')
+  if game is sys.modules[__name__]:
+    for attr, what, trainer in (('discriminator_loss', 'a GAN', 'train_gan'),
+                                ('teacher_of', 'a distillation student', 'train_distill')):
+      if hasattr(models.family(config.model_name), attr):
+        raise ValueError(f'config.model_name={config.model_name!r} is {what}: train it with '
+                         f'experiments/{trainer}.py')
   os.makedirs(workdir, exist_ok=True)
   family, model = models.family(config.model_name), models.create(config)
   mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config)

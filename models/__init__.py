@@ -45,10 +45,11 @@ A family is the package (or module) `models/<name>`, picked by `config.model_nam
                together write what one process would.
 
 Families that hold several parameter trees (a GAN's generator and discriminator, a
-distillation's frozen teacher and its student) keep them as subtrees of 'params' (frozen ones
-in the model state) and train with their own trainer (experiments/train_<game>.py), which gives
-each trainable subtree its own optimiser; `init`, `loss` (the trainer names which loss: e.g.
-`generator_loss` / `discriminator_loss`) and `generate` stay as above.
+distillation's frozen teacher and its student) keep the trainable ones as subtrees of 'params'
+and frozen ones in the model state, and train with their own trainer
+(experiments/train_<game>.py), which gives each trainable subtree its own optimiser or loads
+the frozen ones; `init`, `loss` (the trainer names which loss: e.g. `generator_loss` /
+`discriminator_loss`) and `generate` stay as above.
 
 What a family exports besides, by kind; each capability comes with its contract test in
 tests/models/test_<name>.py:
@@ -69,14 +70,23 @@ tests/models/test_<name>.py:
                   sharded losses equal the single-device ones, the objectives, the gradient
                   penalty against finite differences, the random windows and shifts follow
                   the seed.
+  distillation    a flow (forward, inverse) whose `loss` fits a frozen teacher: teacher_of(model)
+                  -> the teacher's Model, its parameters the model state collection 'teacher'
+                  (models/layers/distillation.py; trained by experiments/train_distill.py,
+                  which loads them from the teacher's workdir); tests: the KL terms against
+                  closed forms and Monte Carlo, the student's causality in its noise, its
+                  density against the change of variables, the sharded loss, exact resume.
 
 The data facts. `create` fills these Model fields (when the Model has them) from
 `config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),
 `encoding` and `num_classes` (2^bits, for coded audio), `local_features`, the width of the
 frame features named in the Model's `local_keys` (which must be among
 `config.input.frame_features`), and `mel_settings`, the input's log-mel as sorted (key, value)
-pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames). A config that sets one of them to another value fails with a
-one-line error naming the key.
+pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames).
+For a distillation student, `teacher` and `teacher_name` come from `config.teacher` (the
+teacher run's whole config, which must read the same dataset and mel): the teacher Model's
+keyword arguments as sorted pairs, and its family. A config that sets one of them to another
+value fails with a one-line error naming the key.
 
 Shared model code (parameter helpers, sampling from logits, per-stream keys, conditioning
 transforms, the prompt/chunk loop of code models, streams over host threads) lives in
@@ -121,6 +131,16 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
     facts['num_classes'] = 2 ** data.bits
   if 'mel' in data.frame_features:
     facts['mel_settings'] = tuple(sorted(specs.mel_kwargs(data).items()))
+  if 'teacher' in config:  # a distillation student: its frozen teacher's Model, from its run
+    teacher = config.teacher
+    mel = lambda d: specs.mel_kwargs(d) if 'mel' in d.frame_features else None
+    if (teacher.input.dataset, mel(teacher.input)) != (data.dataset, mel(data)):
+      raise ValueError(f'config.teacher.input (dataset {teacher.input.dataset!r}, mel '
+                       f'{mel(teacher.input)}) differs from config.input (dataset '
+                       f'{data.dataset!r}, mel {mel(data)}): a student reads its teacher\'s data')
+    facts['teacher_name'] = teacher.model_name
+    facts['teacher'] = tuple(sorted(model_kwargs(teacher, family(teacher.model_name).Model)
+                                    .items()))
   if local_keys:
     missing = [k for k in local_keys if k not in data.frame_features]
     if missing:

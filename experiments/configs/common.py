@@ -6,6 +6,7 @@ a login node, and a typo in one shows without starting a backend. The data facts
 data/specs.py, which is plain Python.
 """
 
+import copy
 import importlib.util
 import os
 
@@ -217,3 +218,25 @@ def clip_gan(c: ml_collections.ConfigDict, runlocal: bool) -> None:
   c.evals.statistics = ml_collections.ConfigDict({
       'type': 'clip_statistics', 'every_steps': 500 if runlocal else 5000,
       'split': 'validation', 'clips': 16 if runlocal else 64, 'seconds': 1.024})
+
+
+def distillation(c: ml_collections.ConfigDict, teacher: ml_collections.ConfigDict,
+                 runlocal: bool) -> None:
+  """A distillation student's teacher, data and evaluations (experiments/train_distill.py).
+
+  `c.teacher` is the teacher's run config (a `wavenet.py:mel,teacher=...` variant):
+  train_distill replaces it with the config saved in `c.teacher_workdir`, the run whose
+  parameters it loads. The student reads the teacher's data (its dataset, crops and mel) as
+  float audio; the `spectral` evaluator vocodes validation mels (at runlocal: 4 x 1 s at the
+  end, as every runlocal vocoder), and the `likelihood` evaluator reports the distillation
+  metrics on validation crops, among them the teacher's bits per sample of the student's
+  samples and of the data.
+  """
+  c.teacher = teacher
+  c.teacher_workdir = ml_collections.config_dict.placeholder(str)
+  c.input = copy.deepcopy(teacher.input)
+  c.input.encoding = 'float'
+  c.input.bits = 16
+  c.evals.resynthesis = spectral_eval()
+  if runlocal:
+    c.evals.resynthesis.update(every_steps=c.total_steps, clips=4, seconds=1.0)
