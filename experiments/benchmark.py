@@ -73,8 +73,9 @@ int16): data/pipeline.py's jitted computation over the batch, against librosa cr
 a host-side grain transform would run).
 XLA uses every core of the machine; librosa's FFTs (numpy / scipy) use one.
 
---what=flow and --what=gan: the flow vocoders' and the GAN generators' synthesis speed and their
-training throughput; experiments/flow_benchmark.py and experiments/gan_benchmark.py say what
+--what=flow, --what=gan and --what=distill: the flow vocoders', the GAN generators' and the
+distilled students' synthesis speed and their training throughput;
+experiments/flow_benchmark.py, gan_benchmark.py and distill_benchmark.py say what
 each figure is.
 """
 
@@ -101,6 +102,7 @@ from data import corpus
 from data import maestro
 from data import pipeline
 from data import specs
+from experiments import distill_benchmark
 from experiments import distributed
 from experiments import flow_benchmark
 from experiments import gan_benchmark
@@ -119,7 +121,7 @@ def define_flags() -> None:
   """The job's flags, defined only when it runs as a program (see experiments/evaluate.py)."""
   flags.DEFINE_enum('what', 'input',
                     ['input', 'train', 'sampler', 'memory', 'attention', 'spectral', 'flow',
-                     'gan'],
+                     'gan', 'distill'],
                     'What to measure.')
   config_flags.DEFINE_config_file(
       'config', 'experiments/configs/wavenet.py:peer', 'Experiment config (train, sampler).',
@@ -172,6 +174,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('spectral_gl_iterations', 32, 'spectral: Griffin-Lim iterations.')
   flow_benchmark.define_flags()
   gan_benchmark.define_flags()
+  distill_benchmark.define_flags()
   flags.DEFINE_string('mesh', None, "memory: the target mesh as 'data:4,model:2' (default "
                       'config.mesh over the devices present); on CPU, devices are faked.')
   flags.DEFINE_float('device_memory_gb', None,
@@ -572,14 +575,15 @@ def main(argv):
     _fake_devices()
   distributed.initialize()
   figures = {'what': FLAGS.what, 'machine': describe_machine()}
-  if FLAGS.what not in ('input', 'spectral', 'flow', 'gan'):
+  if FLAGS.what not in ('input', 'spectral', 'flow', 'gan', 'distill'):
     figures['config'] = json.loads(FLAGS.config.to_json_best_effort())
   try:
     figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
                     'memory': bench_memory,
                     'attention': bench_attention, 'spectral': bench_spectral,
                     'flow': lambda: flow_benchmark.bench(_median_time),
-                    'gan': lambda: gan_benchmark.bench(_median_time)}[FLAGS.what]())
+                    'gan': lambda: gan_benchmark.bench(_median_time),
+                    'distill': lambda: distill_benchmark.bench(_median_time)}[FLAGS.what]())
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmark
+from experiments import distill_benchmark
 from experiments import flow_benchmark
 from experiments import gan_benchmark
 from experiments import train_gan
@@ -135,3 +136,20 @@ def test_gan_benchmark_parts_measure():
   fit = flow_benchmark.training(config, 2, 1024, 1, 1, once, game=train_gan)
   assert fit['train_samples_per_s'] == 2 * 1024
   assert gan_benchmark._generator_parameters(config) < 1e6  # pylint: disable=protected-access
+
+
+def test_distill_benchmark_measures_the_runlocal_students():
+  """--what=distill's synthesis figures on the runlocal configs (the paper ones are the same
+  code, larger): each student beside its teacher's cached sampler. (Its training figures are
+  flow_benchmark.training's, tested above, on train.py's step.)"""
+  once = lambda fn, repeats: (fn(), 1.0)[1]  # one call, "1 s"
+  figures = distill_benchmark.measure(0.128, 0.128, 0.032, 0, 1, once, args=('runlocal',))
+  out = figures['distill']
+  assert set(out) == {'parallel_wavenet:runlocal', 'clarinet:runlocal',
+                      'wavenet:mel,teacher=mixture,runlocal',
+                      'wavenet:mel,teacher=gaussian,runlocal'}
+  for name in ('parallel_wavenet', 'clarinet'):
+    f = out[f'{name}:runlocal']
+    assert f['synthesis_khz'] == 2048 / 1e3  # 0.128 s at 16 kHz, in whole 512-sample frames
+    assert f['over_teacher'] == 2048 / 512
+  assert '| clarinet:runlocal |' in flow_benchmark.table(out)
