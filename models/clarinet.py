@@ -7,15 +7,15 @@ teacher with a single Gaussian output, and sampled in one parallel pass
 
 Trained by experiments/train_distill.py on the closed-form KL to the teacher at every step,
 the regularisation of the log scales (lambda = 4) and the multi-resolution STFT loss. The
-family contract's `init`, `loss` and `generate`, and the flow's `forward` and `inverse`, are
-the distillation module's.
+family contract's `init` and `loss` are the distillation module's; `generate` and the flow's
+`forward` and `inverse` are the flow vocoders'.
 """
 
 from models.layers import distillation
+from models.layers import flow_vocoder
 
-init, loss, generate = distillation.init, distillation.loss, distillation.generate
-forward, inverse = distillation.forward, distillation.inverse
-teacher_of = distillation.teacher_of
+init, loss, teacher_of = distillation.init, distillation.loss, distillation.teacher_of
+generate, forward, inverse = flow_vocoder.generate, flow_vocoder.forward, flow_vocoder.inverse
 
 
 class Model(distillation.Student):

@@ -8,15 +8,15 @@ parallel pass (models/layers/distillation.py).
 
 Trained by experiments/train_distill.py on the reverse KL to the teacher, estimated from the
 student's samples scored by the teacher in one parallel pass, plus the power loss. The family
-contract's `init`, `loss` and `generate`, and the flow's `forward` and `inverse`, are the
-distillation module's.
+contract's `init` and `loss` are the distillation module's; `generate` and the flow's
+`forward` and `inverse` are the flow vocoders'.
 """
 
 from models.layers import distillation
+from models.layers import flow_vocoder
 
-init, loss, generate = distillation.init, distillation.loss, distillation.generate
-forward, inverse = distillation.forward, distillation.inverse
-teacher_of = distillation.teacher_of
+init, loss, teacher_of = distillation.init, distillation.loss, distillation.teacher_of
+generate, forward, inverse = flow_vocoder.generate, flow_vocoder.forward, flow_vocoder.inverse
 
 
 class Model(distillation.Student):

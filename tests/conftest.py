@@ -33,6 +33,7 @@ import pytest  # pylint: disable=g-import-not-at-top
 
 from data import corpus  # pylint: disable=g-import-not-at-top
 from data import maestro  # pylint: disable=g-import-not-at-top
+from data import pipeline  # pylint: disable=g-import-not-at-top
 from data import specs  # pylint: disable=g-import-not-at-top
 from experiments import sharding  # pylint: disable=g-import-not-at-top
 from experiments import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -122,12 +123,13 @@ def tiny_gan(name: str, **overrides):
   return c
 
 
-def train_step_of(c):
-  """(fresh state, jitted train step, batch sharding, mesh) of config `c`."""
+def train_step_of(c, init_fn=None):
+  """(fresh state, jitted train step, batch sharding, mesh) of config `c`; the state from
+  `init_fn(c, family, model)` (default train.py's)."""
   from experiments import train  # pylint: disable=g-import-not-at-top
   family, model = models.family(c.model_name), models.create(c)
   mesh, rules = sharding.make_mesh(c.mesh), sharding.rules(c)
-  init = train.init_fn(c, family, model)
+  init = (init_fn or train.init_fn)(c, family, model)
   shardings = state_lib.shardings(init, mesh, rules)
   batch_sh = sharding.batch_sharding(mesh, rules)
   step = train.make_train_step(c, family, model, train.make_optimizer(c), rules, shardings,
@@ -182,9 +184,25 @@ def tiny_on_fixture(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):
   return config
 
 
+def random_batch(config, rows: int = 8) -> dict:
+  """A random training batch of `config`'s kind: 8 x 512 codes, or float audio of its crops
+  (x 0.1) with random log-mel frames where it reads them."""
+  rng = np.random.default_rng(0)
+  if config.input.encoding != 'float':
+    return {'audio': rng.integers(0, 256, (rows, 512)).astype(np.int32)}
+  t = config.input.crop_samples
+  batch = {'audio': (rng.standard_normal((rows, t)) * 0.1).astype(np.float32)}
+  if 'mel' in config.input.frame_features:
+    frames = t // specs.dataset(config.input.dataset).hop_length
+    batch['mel'] = rng.uniform(-8., 0., (rows, frames, config.input.mel.n_mels)).astype(
+        np.float32)
+  return batch
+
+
 def loss_and_grads(config, devices):
-  """(loss, host gradients, state shardings) of the family's loss on a random 8 x 512 batch
-  over `config.mesh` on `devices`, jitted with the state's shardings."""
+  """(loss, host gradients, state shardings) of the family's loss (its model state included:
+  ActNorm's start, a distillation's teacher) on `random_batch(config)` over `config.mesh` on
+  `devices`, jitted with the state's shardings."""
   family, model = models.family(config.model_name), models.create(config)
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   rules = sharding.rules(config)
@@ -192,18 +210,30 @@ def loss_and_grads(config, devices):
                               specs.zeros_batch(config.input, 1))
   shardings = state_lib.shardings(init, mesh, rules)
   state = state_lib.create(init, shardings, config.seed)
-  rng = np.random.default_rng(0)
-  batch = {'audio': rng.integers(0, 256, (8, 512)).astype(np.int32)}
-  batch = jax.device_put(batch, sharding.batch_sharding(mesh, rules))
+  batch = jax.device_put(random_batch(config), sharding.batch_sharding(mesh, rules))
 
-  def f(params, batch):
+  def f(params, model_state, batch):
     with nn.logical_axis_rules(rules):
-      return jax.value_and_grad(
-          lambda p: family.loss(model, {'params': p}, batch, jax.random.key(0))[0])(params)
+      return jax.value_and_grad(lambda p: family.loss(
+          model, {'params': p, **model_state}, batch, jax.random.key(0))[0])(params)
 
   with jax.set_mesh(mesh):
-    loss, grads = jax.jit(f, in_shardings=(shardings['params'], None))(state['params'], batch)
+    loss, grads = jax.jit(f, in_shardings=(shardings['params'], shardings.get('model_state', {}),
+                                           None))(state['params'],
+                                                  state.get('model_state', {}), batch)
   return float(loss), jax.device_get(grads), shardings
+
+
+def metric_over_steps(config, state, step, batch_sh, mesh, key: str, steps: int) -> list:
+  """metrics[`key`] of `steps` training steps from `state` on `config`'s batches (all finite)."""
+  batches = pipeline.make_batches(config.input, sharding=batch_sh)
+  out = []
+  with jax.set_mesh(mesh):
+    for _ in range(steps):
+      state, metrics = step(state, next(batches))
+      out.append(float(metrics[key]))
+  assert np.all(np.isfinite(out)), out
+  return out
 
 
 def run_module(module: str, *args, env=None, timeout=300, wait=True):

@@ -22,7 +22,12 @@ Train the teacher, then the student from it, then vocode:
       --config.teacher_workdir=/tmp/cn_teacher --workdir=/tmp/cn
   python -m experiments.resynthesize --workdir=/tmp/cn --wav=piece.wav --out=/tmp/cn/re
 
-Expected (runlocal, 2-core CPU): see README.md "Distilled students".
+Expected (runlocal, 2-core CPU, about 50 minutes with the cores shared; the teacher 17): on
+the first 4 x 1 s of validation (`--eval=resynthesis`) log-mel L1 0.79, MR-STFT 3.4, magnitude
+SNR 0.9 dB (the teacher's own samples: 0.97, 3.7, -0.7 dB; Griffin-Lim 0.07, 3.1, 4.7 dB); KL
+0.09 nats per sample on validation, where the teacher gives the student's samples 9.59 bits
+per 16-bit sample and the real audio 9.60. README.md "Distilled students" has the speed
+figures.
 """
 
 from experiments.configs import common

@@ -21,7 +21,11 @@ Train the teacher, then the student from it, then vocode:
       --config.teacher_workdir=/tmp/pw_teacher --workdir=/tmp/pw
   python -m experiments.resynthesize --workdir=/tmp/pw --wav=piece.wav --out=/tmp/pw/re
 
-Expected (runlocal, 2-core CPU): see README.md "Distilled students".
+Expected (runlocal, 2-core CPU, about 50 minutes with the cores shared; the teacher 15): on
+the first 4 x 1 s of validation (`--eval=resynthesis`) log-mel L1 0.60, MR-STFT 3.0, magnitude
+SNR 0.9 dB (the teacher's own samples: 2.05, 5.5, -3.4 dB; Griffin-Lim 0.07, 3.1, 4.7 dB); KL
+0.66 nats per sample on validation, where the teacher gives the student's samples 9.4 bits per
+16-bit sample and the real audio 9.9. README.md "Distilled students" has the speed figures.
 """
 
 from experiments.configs import common

@@ -45,18 +45,17 @@ sample), each auxiliary loss, and the teacher's NLL in bits per 16-bit sample of
 sample (quantised; the teacher's context is the unquantised sample, within half a 16-bit step)
 and of the real audio ('teacher_bits_student', 'teacher_bits_data').
 
-`generate` draws z0 per frame from stream keys and renders windows with the flows' whole reach
-of context (layers/flow_vocoder.py), so long inputs have no seams.
+The flow vocoders' `generate`, `forward` and `inverse` (layers/flow_vocoder.py) serve the
+students unchanged: z0 is drawn per frame from stream keys (`latent_noise`: logistic or
+normal, times the temperature) and rendered in windows with the flows' whole reach of context,
+each stream alone, so long inputs have no seams.
 """
 
-from collections.abc import Iterator
-import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from data import spectral
 import models
@@ -64,7 +63,6 @@ from models import wavenet
 from models.layers import conditioning
 from models.layers import flow_vocoder
 from models.layers import flows
-from models.layers import vocoding
 
 DISTRIBUTIONS = ('logistic', 'gaussian')
 LOG_2PI = math.log(2 * math.pi)
@@ -101,6 +99,10 @@ class Student(flow_vocoder.MelFlow):
   @property
   def granularity(self) -> int:
     return 1
+
+  @property
+  def latent_noise(self) -> str:
+    return 'logistic' if self.distribution == 'logistic' else 'normal'
 
   @property
   def reach_samples(self) -> int:
@@ -290,37 +292,3 @@ def wavenet_params(teacher: nn.Module, out: jax.Array):
   if teacher.output == 'gaussian':
     return wavenet.gaussian_params(out)
   return wavenet.mixture_params(teacher, out)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _render(model: Student, params: dict, z0: jax.Array, mel: jax.Array) -> jax.Array:
-  """Each stream alone (lax.map), clipped: bit-identical whatever is drawn beside it."""
-  one = lambda zm: model.apply({'params': params}, zm[0][None], zm[1][None],
-                               method='inverse')[0]
-  return jnp.clip(jax.lax.map(one, (z0, mel)), -1., 1.)
-
-
-def generate(model: Student, variables: dict, rng: jax.Array, num_samples: int, *,
-             batch: int = 1, prompt=None, cond: dict | None = None, temperature: float = 1.0,
-             chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
-  """The contract's `generate`: float audio chunks [B, <= chunk_samples] from cond['mel'], one
-  parallel pass per window (temperature scales the noise)."""
-  mel = vocoding.checked_mel(model, num_samples, batch, prompt, cond)
-  hop, streams = model.hop_length, jnp.arange(first_stream, first_stream + batch)
-
-  def render(lo, hi):
-    z0 = flow_vocoder.latent(rng, lo, hi - lo, hop, streams, jnp.float32(temperature),
-                             'logistic' if model.distribution == 'logistic' else 'normal')
-    return np.asarray(_render(model, variables['params'], z0, jnp.asarray(mel[:, lo:hi])))
-  yield from vocoding.in_windows(render, mel.shape[1], hop, batch, num_samples, chunk_samples,
-                                 model.context_frames)
-
-
-def forward(model: Student, variables: dict, x: jax.Array, cond: dict):
-  """The flow contract's forward: audio [B, T] -> (z0, log_det), T sequential passes."""
-  return model.apply({'params': variables['params']}, x, _mel(model, cond), method='forward')
-
-
-def inverse(model: Student, variables: dict, z: jax.Array, cond: dict) -> jax.Array:
-  """The flow contract's inverse: noise [B, T] -> audio (not clipped)."""
-  return model.apply({'params': variables['params']}, z, _mel(model, cond), method='inverse')

@@ -27,7 +27,8 @@ the joint density over a box of T bins that a flow's couplings mix, which has no
 form; the change-of-variables estimate (the density times the bin's width, per sample) is
 neither a bound nor accurate on the wide mu-law bins of loud samples.
 
-Sampling. z ~ N(0, temperature^2) (WaveGlow's sigma), drawn per frame: the hop samples of
+Sampling. z ~ N(0, temperature^2) (WaveGlow's sigma; a Model's `latent_noise` may name
+another standard distribution, scaled by the temperature), drawn per frame: the hop samples of
 frame f of stream i from `sampling.stream_key(rng, f, i)`, then x = inverse(z, mel) clipped
 to [-1, 1]. Long inputs are inverted in windows of frames with `context_frames` of context
 on either side (the flow's whole reach, so a window's output equals that of one pass over the
@@ -78,6 +79,11 @@ class MelFlow(nn.Module):
   @property
   def strides(self) -> tuple[int, ...]:
     return tuple(self.upsample_strides or (self.hop_length,))
+
+  @property
+  def latent_noise(self) -> str:
+    """The standard distribution of z (`latent`'s `noise`): 'normal'."""
+    return 'normal'
 
   @property
   def granularity(self) -> int:
@@ -180,7 +186,7 @@ def generate(model: MelFlow, variables: dict, rng: jax.Array, num_samples: int, 
   hop, streams = model.hop_length, jnp.arange(first_stream, first_stream + batch)
 
   def render(lo, hi):
-    z = latent(rng, lo, hi - lo, hop, streams, jnp.float32(temperature))
+    z = latent(rng, lo, hi - lo, hop, streams, jnp.float32(temperature), model.latent_noise)
     return np.asarray(_inverse(model, variables, z, jnp.asarray(mel[:, lo:hi])))
   yield from vocoding.in_windows(render, mel.shape[1], hop, batch, num_samples, chunk_samples,
                                  model.context_frames)

@@ -2,26 +2,23 @@
 workdir, the sharded loss equal to one device's, a falling KL on the embedded corpus, resume
 after SIGKILL, vocoding through experiments/sample.py, and the one-line errors."""
 
-import flax.linen as nn
 import jax
 import numpy as np
-import optax
 import pytest
 import soundfile as sf
 
 from data import pipeline
-from data import specs
 from experiments import checkpoint
 from experiments import sample
-from experiments import sharding
-from experiments import state as state_lib
 from experiments import train
 from experiments import train_distill
 from experiments.configs import common
-import models
 from tests.conftest import config_path
 from tests.conftest import kill_and_resume
+from tests.conftest import loss_and_grads
+from tests.conftest import metric_over_steps
 from tests.conftest import no_evals
+from tests.conftest import train_step_of
 
 STUDENTS = ('parallel_wavenet', 'clarinet')
 TEACHER = {'parallel_wavenet': 'mixture', 'clarinet': 'gaussian'}
@@ -61,35 +58,13 @@ def teachers(tmp_path_factory):
   return out
 
 
-def _loss_and_grads(c, devices):
-  family, model = models.family(c.model_name), models.create(c)
-  mesh, rules = sharding.make_mesh(c.mesh, devices=devices), sharding.rules(c)
-  init = state_lib.train_init(family, model, optax.sgd(0.), specs.zeros_batch(c.input, 1))
-  shardings = state_lib.shardings(init, mesh, rules)
-  state = state_lib.create(init, shardings, c.seed)
-  rng = np.random.default_rng(0)
-  t, hop = c.input.crop_samples, specs.dataset(c.input.dataset).hop_length
-  batch = {'audio': (rng.standard_normal((8, t)) * 0.1).astype(np.float32),
-           'mel': rng.uniform(-4., 0., (8, t // hop, c.input.mel.n_mels)).astype(np.float32)}
-  batch = jax.device_put(batch, sharding.batch_sharding(mesh, rules))
-
-  def f(params, model_state, batch):
-    with nn.logical_axis_rules(rules):
-      return jax.value_and_grad(lambda p: family.loss(
-          model, {'params': p, **model_state}, batch, jax.random.key(0))[0])(params)
-
-  with jax.set_mesh(mesh):
-    loss, grads = jax.jit(f)(state['params'], state['model_state'], batch)
-  return float(loss), jax.device_get(grads)
-
-
 @pytest.mark.parametrize('name', STUDENTS)
 def test_sharded_loss_and_gradients_equal_one_device(name):
   assert jax.device_count() == 8
-  loss8, grads8 = _loss_and_grads(tiny_student(name, mesh={'data': 8, 'model': 1}),
-                                  jax.devices())
-  loss1, grads1 = _loss_and_grads(tiny_student(name, mesh={'data': 1, 'model': 1}),
-                                  jax.devices()[:1])
+  loss8, grads8, _ = loss_and_grads(tiny_student(name, mesh={'data': 8, 'model': 1}),
+                                    jax.devices())
+  loss1, grads1, _ = loss_and_grads(tiny_student(name, mesh={'data': 1, 'model': 1}),
+                                    jax.devices()[:1])
   assert abs(loss8 - loss1) < 1e-5 * abs(loss1)
   for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
     np.testing.assert_allclose(g8, g1, atol=2e-5, rtol=1e-4)
@@ -102,20 +77,7 @@ def test_kl_falls_on_the_embedded_corpus(name, teachers):
   c = tiny_student(name, total_steps=20, teacher_workdir=teachers[name],
                    **{'optim.learning_rate': 3e-3, 'optim.warmup_steps': 5})
   c, teacher = train_distill.with_teacher(c)
-  family, model = models.family(c.model_name), models.create(c)
-  mesh, rules = sharding.make_mesh(c.mesh), sharding.rules(c)
-  init = train_distill.init_fn_with(teacher)(c, family, model)
-  shardings = state_lib.shardings(init, mesh, rules)
-  batch_sh = sharding.batch_sharding(mesh, rules)
-  step = train.make_step(c, family, model, rules, shardings, batch_sh)
-  state = state_lib.create(init, shardings, c.seed)
-  batches = pipeline.make_batches(c.input, sharding=batch_sh)
-  kl = []
-  with jax.set_mesh(mesh):
-    for _ in range(20):
-      state, metrics = step(state, next(batches))
-      kl.append(float(metrics['kl']))
-  assert np.all(np.isfinite(kl))
+  kl = metric_over_steps(c, *train_step_of(c, train_distill.init_fn_with(teacher)), 'kl', 20)
   assert np.mean(kl[-5:]) < 0.5 * np.mean(kl[:5]), kl
 
 

@@ -4,62 +4,31 @@ experiments/sample.py from a wav's or a saved mel."""
 
 import os
 
-import flax.linen as nn
 import jax
 import numpy as np
-import optax
 import pytest
 import soundfile as sf
 
 from data import pipeline
-from data import specs
 from experiments import sample
-from experiments import sharding
-from experiments import state as state_lib
 from experiments import train
-import models
 from tests.conftest import config_path
 from tests.conftest import kill_and_resume
+from tests.conftest import loss_and_grads
+from tests.conftest import metric_over_steps
 from tests.conftest import tiny_flow
 from tests.conftest import train_step_of
 
 FLOWS = ('waveglow', 'flowavenet', 'waveflow')
 
 
-def _random_batch(c, rows=8):
-  rng = np.random.default_rng(0)
-  t = c.input.crop_samples
-  frames = t // specs.dataset(c.input.dataset).hop_length
-  return {'audio': (rng.standard_normal((rows, t)) * 0.1).astype(np.float32),
-          'mel': rng.uniform(-8., 0., (rows, frames, c.input.mel.n_mels)).astype(np.float32)}
-
-
-def _loss_and_grads(c, devices):
-  """The family's loss and its gradients (the ActNorm start included) on a random batch over
-  `c.mesh` on `devices`."""
-  family, model = models.family(c.model_name), models.create(c)
-  mesh, rules = sharding.make_mesh(c.mesh, devices=devices), sharding.rules(c)
-  init = state_lib.train_init(family, model, optax.sgd(0.), specs.zeros_batch(c.input, 1))
-  shardings = state_lib.shardings(init, mesh, rules)
-  state = state_lib.create(init, shardings, c.seed)
-  batch = jax.device_put(_random_batch(c), sharding.batch_sharding(mesh, rules))
-
-  def f(params, model_state, batch):
-    with nn.logical_axis_rules(rules):
-      return jax.value_and_grad(lambda p: family.loss(
-          model, {'params': p, **model_state}, batch, jax.random.key(0))[0])(params)
-
-  with jax.set_mesh(mesh):
-    loss, grads = jax.jit(f)(state['params'], state.get('model_state', {}), batch)
-  return float(loss), jax.device_get(grads)
-
-
 @pytest.mark.parametrize('name', FLOWS)
 def test_sharded_loss_and_gradients_equal_one_device(name):
   assert jax.device_count() == 8
-  loss8, grads8 = _loss_and_grads(tiny_flow(name, mesh={'data': 8, 'model': 1}), jax.devices())
-  loss1, grads1 = _loss_and_grads(tiny_flow(name, mesh={'data': 1, 'model': 1}),
-                                  jax.devices()[:1])
+  loss8, grads8, _ = loss_and_grads(tiny_flow(name, mesh={'data': 8, 'model': 1}),
+                                    jax.devices())
+  loss1, grads1, _ = loss_and_grads(tiny_flow(name, mesh={'data': 1, 'model': 1}),
+                                    jax.devices()[:1])
   assert abs(loss8 - loss1) < 1e-5 * abs(loss1)
   for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
     np.testing.assert_allclose(g8, g1, atol=2e-5, rtol=1e-4)
@@ -71,14 +40,7 @@ def test_loss_falls_on_the_embedded_corpus(name):
   """40 steps on the embedded corpus: the mean NLL of the last 10 is 1 bit per 16-bit sample
   below that of the first 5."""
   c = tiny_flow(name, total_steps=40, **{'optim.learning_rate': 3e-3, 'optim.warmup_steps': 5})
-  state, step, batch_sh, mesh = train_step_of(c)
-  batches = pipeline.make_batches(c.input, sharding=batch_sh)
-  bits = []
-  with jax.set_mesh(mesh):
-    for _ in range(40):
-      state, metrics = step(state, next(batches))
-      bits.append(float(metrics['bits_per_sample']))
-  assert np.all(np.isfinite(bits))
+  bits = metric_over_steps(c, *train_step_of(c), 'bits_per_sample', 40)
   assert np.mean(bits[-10:]) < np.mean(bits[:5]) - 1.0, bits
 
 
