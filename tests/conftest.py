@@ -224,6 +224,17 @@ def loss_and_grads(config, devices):
   return float(loss), jax.device_get(grads), shardings
 
 
+def assert_sharded_loss_equals_one_device(config_of) -> None:
+  """The loss and gradients of `config_of(mesh)` (a config for a mesh dict) over 8 faked data
+  devices equal those on one device."""
+  assert jax.device_count() == 8
+  loss8, grads8, _ = loss_and_grads(config_of({'data': 8, 'model': 1}), jax.devices())
+  loss1, grads1, _ = loss_and_grads(config_of({'data': 1, 'model': 1}), jax.devices()[:1])
+  assert abs(loss8 - loss1) < 1e-5 * abs(loss1)
+  for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
+    np.testing.assert_allclose(g8, g1, atol=2e-5, rtol=1e-4)
+
+
 def metric_over_steps(config, state, step, batch_sh, mesh, key: str, steps: int) -> list:
   """metrics[`key`] of `steps` training steps from `state` on `config`'s batches (all finite)."""
   batches = pipeline.make_batches(config.input, sharding=batch_sh)

@@ -12,9 +12,9 @@ import soundfile as sf
 from data import pipeline
 from experiments import sample
 from experiments import train
+from tests.conftest import assert_sharded_loss_equals_one_device
 from tests.conftest import config_path
 from tests.conftest import kill_and_resume
-from tests.conftest import loss_and_grads
 from tests.conftest import metric_over_steps
 from tests.conftest import tiny_flow
 from tests.conftest import train_step_of
@@ -24,14 +24,7 @@ FLOWS = ('waveglow', 'flowavenet', 'waveflow')
 
 @pytest.mark.parametrize('name', FLOWS)
 def test_sharded_loss_and_gradients_equal_one_device(name):
-  assert jax.device_count() == 8
-  loss8, grads8, _ = loss_and_grads(tiny_flow(name, mesh={'data': 8, 'model': 1}),
-                                    jax.devices())
-  loss1, grads1, _ = loss_and_grads(tiny_flow(name, mesh={'data': 1, 'model': 1}),
-                                    jax.devices()[:1])
-  assert abs(loss8 - loss1) < 1e-5 * abs(loss1)
-  for g8, g1 in zip(jax.tree.leaves(grads8), jax.tree.leaves(grads1)):
-    np.testing.assert_allclose(g8, g1, atol=2e-5, rtol=1e-4)
+  assert_sharded_loss_equals_one_device(lambda mesh: tiny_flow(name, mesh=mesh))
 
 
 @pytest.mark.slow
