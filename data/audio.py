@@ -24,6 +24,11 @@ import soundfile as sf
 import soxr
 
 
+# What a dataset accepts: lossless containers and sample encodings (soundfile's names).
+LOSSLESS_FORMATS = ('WAV', 'WAVEX', 'RF64', 'W64', 'FLAC')
+LOSSLESS_SUBTYPES = ('PCM_S8', 'PCM_U8', 'PCM_16', 'PCM_24', 'PCM_32', 'FLOAT', 'DOUBLE')
+
+
 class AudioError(ValueError):
   """An audio file that cannot be used; the message names the file and the fault."""
 
@@ -51,7 +56,12 @@ def _riff_data_shortfall(path: str) -> tuple[int, int] | None:
 
 
 def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
-  """Header information of an audio file; raises AudioError for a missing or unreadable file."""
+  """Header information of an audio file.
+
+  Raises:
+    AudioError: the file is missing, empty, undecodable, truncated, or not PCM/float audio in a
+      WAV or FLAC container (an MP3 or u-law stream behind a .wav name, say).
+  """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise AudioError(f'{path}: audio file is missing')
@@ -61,6 +71,9 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     info = sf.info(path)
   except (sf.LibsndfileError, RuntimeError) as e:
     raise AudioError(f'{path}: audio does not decode ({e})') from None
+  if info.format not in LOSSLESS_FORMATS or info.subtype not in LOSSLESS_SUBTYPES:
+    raise AudioError(f'{path}: audio is {info.format} {info.subtype}, not PCM or float in a '
+                     f'WAV/FLAC container (lossy or unsupported encoding)')
   shortfall = _riff_data_shortfall(path)
   if shortfall:
     raise AudioError(f'{path}: WAV is truncated: its header declares {shortfall[0]} data bytes, '
@@ -69,7 +82,7 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
 
 
 def read_audio(path: str | os.PathLike, mono: bool = True) -> tuple[np.ndarray, int]:
-  """Reads a wav/flac/... file (16/24-bit PCM or float) as float32.
+  """Reads a WAV or FLAC file (PCM or float samples) as float32.
 
   Args:
     path: the audio file.
@@ -79,7 +92,8 @@ def read_audio(path: str | os.PathLike, mono: bool = True) -> tuple[np.ndarray, 
     (audio, sample_rate): audio [N] if mono else [N, C], float32 in [-1, 1].
 
   Raises:
-    AudioError: missing, empty, truncated or undecodable file.
+    AudioError: missing, empty, truncated, undecodable or lossy file (`audio_info`), or float
+      samples that are NaN, infinite or beyond full scale (|x| > 1; never clipped silently).
   """
   info = audio_info(path)
   try:
@@ -89,6 +103,15 @@ def read_audio(path: str | os.PathLike, mono: bool = True) -> tuple[np.ndarray, 
   if len(x) != info.frames:
     raise AudioError(f'{os.fspath(path)}: decoded {len(x)} frames, the header declares '
                      f'{info.frames}')
+  if info.subtype in ('FLOAT', 'DOUBLE'):
+    bad = ~np.isfinite(x).all(axis=1)  # [N] frames with a NaN or infinite sample
+    if bad.any():
+      raise AudioError(f'{os.fspath(path)}: float audio holds NaN or infinite samples in '
+                       f'{int(bad.sum())} frame(s), the first at frame {int(np.argmax(bad))}')
+    peak = float(np.max(np.abs(x), initial=0.0))
+    if peak > 1.0:
+      raise AudioError(f'{os.fspath(path)}: float audio peaks at {peak:.4g}, beyond full scale; '
+                       'expected samples in [-1, 1]')
   return (to_mono(x) if mono else x), sr
 
 

@@ -17,14 +17,33 @@ S = `segment_samples`; the tail shorter than S is dropped. Features:
     audio_filename, midi_filename, canonical_composer, canonical_title (text), year (int32),
     duration (float32, the CSV's piece duration in seconds)
 
-Every piece is checked before its examples are written: its WAV exists, decodes and is not
-truncated, its sample rate is not below the dataset's, its duration matches the CSV's within
-`duration_tolerance_s` (0.1 s by default), and its MIDI parses and holds notes. A piece that
-fails is handled by the constructor argument `on_bad_file`: 'fail' (default) stops with one line
-naming the file and the fault; 'skip' leaves the piece out and lists it, with its fault, in
-`bad_files.json` in the dataset directory. TFDS writes into a temporary directory and renames it
-only when preparation succeeded, so a failed preparation leaves nothing a later load could take
-for a finished dataset. `num_workers` > 1 decodes and resamples pieces in that many processes.
+The CSV is read as UTF-8 (a spreadsheet's byte-order mark is fine); it must have the columns
+above and at least one row. A row is bad when a value does not parse, its duration is not a
+positive finite number, its audio or MIDI path leaves `manual_dir` (absolute, or `..` out of it;
+such a file is never opened), or it repeats an earlier row's audio_filename. Every piece is
+checked before its examples are written: its audio exists, decodes, is PCM or float samples in
+a WAV/FLAC container (no MP3 or u-law behind a .wav name) and is not truncated, its float samples
+(when float) are finite and within [-1, 1], its sample rate is not below the dataset's, its
+duration matches the CSV's within `duration_tolerance_s` (0.1 s by default), and its MIDI parses
+and holds notes. A bad row or piece is handled by the constructor argument `on_bad_file`: 'fail'
+(default) stops with one line naming the file and the fault; 'skip' leaves the piece out and
+lists it, with its fault, in `bad_files.json` in the dataset directory. A split left without
+examples (none in the CSV, or all skipped) stops preparation with one line naming the split.
+`num_workers` > 1 decodes and resamples pieces in that many processes.
+
+Guarantees of `prepare`:
+
+* TFDS writes into a temporary `incomplete.*` directory and renames it only when preparation
+  succeeded, so a failed preparation leaves nothing a later load could take for a finished
+  dataset. SIGTERM during a build removes that directory, kills the workers and exits 0; a
+  preparation killed outright (SIGKILL) leaves it behind, and the next one removes it (logged).
+  Workers die with the preparing process (Linux: PR_SET_PDEATHSIG).
+* `source.json` in the dataset directory records what it was prepared from (the manual_dir's
+  absolute path, its CSV's name and sha256, or the embedded corpus's version). Asking for a
+  prepared dataset from another source (another CSV; a moved copy of the same CSV is the same
+  source) is a one-line ValueError naming both; a dataset prepared before sources were
+  recorded is used with a logged warning.
+* A complete dataset is read without the preparation lock: a read-only data_dir will do.
 
 `python -m data.prepare` builds it from the command line.
 """
@@ -32,12 +51,18 @@ for a finished dataset. `num_workers` > 1 decodes and resamples pieces in that m
 import concurrent.futures
 import contextlib
 import csv
+import ctypes
 import dataclasses
 import fcntl
 import glob
+import hashlib
 import json
+import math
 import multiprocessing
 import os
+import shutil
+import signal
+import threading
 import time
 
 from absl import logging
@@ -51,6 +76,7 @@ from data import specs
 CSV_COLUMNS = specs.CSV_COLUMNS
 SPLITS = ('train', 'validation', 'test')
 REPORT_NAME = 'bad_files.json'
+SOURCE_NAME = 'source.json'  # where a prepared dataset came from (`source_record`)
 EMBEDDED_CORPUS_VERSION = 1  # bump when data/corpus.py changes what it writes
 
 
@@ -106,35 +132,69 @@ def find_csv(manual_dir: str) -> str:
   return found[0]
 
 
+def _inside(manual_dir: str, name: str) -> bool:
+  """Whether the relative path `name` stays inside `manual_dir` (no absolute path, no `..` out)."""
+  if not name or os.path.isabs(name):
+    return False
+  root = os.path.normpath(os.path.abspath(manual_dir))
+  path = os.path.normpath(os.path.join(root, name))
+  return path != root and os.path.commonpath([root, path]) == root
+
+
+def _parse_row(row: dict, manual_dir: str) -> Piece:
+  """The row as a Piece; raises ValueError naming the bad value."""
+  if row['split'] not in SPLITS:
+    raise ValueError(f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
+  duration = float(row['duration'])
+  if not math.isfinite(duration) or duration <= 0:
+    raise ValueError(f"duration {row['duration']!r} of {row['audio_filename']!r} is not a "
+                     'positive, finite number of seconds')
+  for key in ('audio_filename', 'midi_filename'):
+    if not _inside(manual_dir, row[key] or ''):
+      raise ValueError(f'{key} {row[key]!r} leaves manual_dir {os.path.abspath(manual_dir)}')
+  return Piece(row['canonical_composer'], row['canonical_title'], row['split'], int(row['year']),
+               row['midi_filename'], row['audio_filename'], duration)
+
+
 def read_csv(csv_path: str) -> tuple[list[Piece], list[tuple[str, str]]]:
-  """Parses the MAESTRO CSV.
+  """Parses the MAESTRO CSV (UTF-8, with or without a byte-order mark).
 
   Returns:
-    (pieces, bad_rows): bad_rows are (row description, fault) for rows whose values do not parse.
+    (pieces, bad_rows): bad_rows are (row description, fault) for rows whose values do not parse,
+    whose duration is not a positive finite number, whose paths leave the CSV's directory, or
+    that repeat an earlier row's audio_filename.
 
   Raises:
-    BadFileError: the CSV does not open or misses a column.
+    BadFileError: the CSV does not open, misses a column, or holds no rows.
   """
   try:
-    with open(csv_path, newline='', encoding='utf-8') as f:
-      rows = list(csv.DictReader(f))
-      header = rows[0].keys() if rows else []
+    with open(csv_path, newline='', encoding='utf-8-sig') as f:
+      reader = csv.DictReader(f)
+      rows = list(reader)
+      header = reader.fieldnames or []
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise BadFileError(f'{csv_path}: CSV does not read ({e})') from None
   missing = [c for c in CSV_COLUMNS if c not in header]
   if missing:
     raise BadFileError(f'{csv_path}: missing column(s) {", ".join(missing)}; expected '
                        f'{", ".join(CSV_COLUMNS)}')
-  pieces, bad = [], []
+  if not rows:
+    raise BadFileError(f'{csv_path}: CSV has a header but no rows; expected one row per piece')
+  manual_dir = os.path.dirname(os.path.abspath(csv_path))
+  pieces, bad, seen = [], [], {}
   for line, row in enumerate(rows, start=2):
     try:
-      if row['split'] not in SPLITS:
-        raise ValueError(f"split {row['split']!r} is not one of {', '.join(SPLITS)}")
-      pieces.append(Piece(row['canonical_composer'], row['canonical_title'], row['split'],
-                          int(row['year']), row['midi_filename'], row['audio_filename'],
-                          float(row['duration'])))
+      piece = _parse_row(row, manual_dir)
     except (ValueError, TypeError) as e:
       bad.append((f'{csv_path}:{line}', f'{csv_path}:{line}: bad row ({e})'))
+      continue
+    if piece.audio_filename in seen:
+      bad.append((f'{csv_path}:{line}',
+                  f'{csv_path}:{line}: duplicate row: audio_filename {piece.audio_filename!r} '
+                  f'is already on line {seen[piece.audio_filename]}'))
+      continue
+    seen[piece.audio_filename] = line
+    pieces.append(piece)
   return pieces, bad
 
 
@@ -208,8 +268,29 @@ class _SerialPool:
     fut.set_result(fn(*args))
     return fut
 
-  def shutdown(self):
+  def shutdown(self, **unused_kwargs):
     pass
+
+
+def _die_with_parent(parent: int) -> None:
+  """Pool initializer: the worker is killed when the preparing process dies, even by SIGKILL.
+
+  Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing (workers then exit when they next find the
+  pool's pipes closed).
+  """
+  try:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+  except (OSError, AttributeError):
+    return
+  if prctl(1, signal.SIGKILL) == 0 and os.getppid() != parent:  # 1 = PR_SET_PDEATHSIG
+    os._exit(1)  # the parent died before prctl took effect
+
+
+def _kill_workers(pool) -> None:
+  """Kills a process pool's workers now (an interrupted preparation does not wait for them)."""
+  for process in list((getattr(pool, '_processes', None) or {}).values()):
+    with contextlib.suppress(OSError, ValueError):
+      process.kill()
 
 
 class Maestro(tfds.core.GeneratorBasedBuilder):
@@ -275,18 +356,24 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
     self._started = time.time()
     if self._num_workers > 1:
       self._pool = concurrent.futures.ProcessPoolExecutor(
-          self._num_workers, mp_context=multiprocessing.get_context('spawn'))
+          self._num_workers, mp_context=multiprocessing.get_context('spawn'),
+          initializer=_die_with_parent, initargs=(os.getpid(),))
     else:
       self._pool = _SerialPool()
     try:
       super()._download_and_prepare(dl_manager, download_config)
+    except BaseException:
+      _kill_workers(self._pool)
+      raise
     finally:
-      self._pool.shutdown()
+      self._pool.shutdown(wait=True, cancel_futures=True)
     # self.data_dir is still the temporary directory here: the report lands with the dataset.
     report = {'on_bad_file': self._on_bad_file, 'bad_files': self._report,
               'shorter_than_one_segment': self._stats['short']}
     with open(os.path.join(self.data_dir, REPORT_NAME), 'w') as f:
       json.dump(report, f, indent=1)
+    with open(os.path.join(self.data_dir, SOURCE_NAME), 'w') as f:
+      json.dump(source_record(os.fspath(dl_manager.manual_dir)), f, indent=1)
 
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)
@@ -305,13 +392,20 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
         good.append(piece)
     self._total = len(good)
     logging.info('%d pieces passed the checks, %d failed', len(good), len(self._report))
-    return {s: self._generate_examples(manual_dir, [p for p in good if p.split == s])
+    for split in SPLITS:
+      listed = sum(p.split == split for p in pieces)
+      if not any(p.split == split for p in good):
+        raise BadFileError(f'{find_csv(manual_dir)}: split {split!r} is empty: '
+                           + (f'all {listed} of its pieces are bad (see the log)' if listed
+                              else 'the CSV lists no piece in it'))
+    return {s: self._generate_examples(manual_dir, [p for p in good if p.split == s], s)
             for s in SPLITS}
 
-  def _generate_examples(self, manual_dir, pieces):
+  def _generate_examples(self, manual_dir, pieces, split):
     c = self.builder_config
     results = _ordered_map(self._pool, piece_examples, [(manual_dir, p, c) for p in pieces],
                            window=2 * max(self._num_workers, 1))
+    written = 0
     for piece, (examples, fault) in zip(pieces, results):
       if fault:
         self._bad(piece.split, piece.audio_filename, fault)
@@ -326,6 +420,10 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
                    self._stats['seconds'], self._stats['seconds'] / max(elapsed, 1e-9))
       for ex in examples:
         yield f"{ex['audio_filename']}:{ex['start_sample']}", ex
+      written += len(examples)
+    if not written:
+      raise BadFileError(f'{find_csv(manual_dir)}: split {split!r} is empty: none of its '
+                         f'{len(pieces)} pieces gave a segment of {c.segment_samples} samples')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,12 +452,81 @@ def get_config(name: str | MaestroConfig) -> MaestroConfig:
   return MaestroConfig.make(d.sample_rate, d.segment_samples, d.hop_length)
 
 
-@contextlib.contextmanager
-def _file_lock(path: str | None):
-  """An exclusive lock on `path` (none if None): concurrent jobs on one machine prepare once."""
-  if path is None:
-    yield
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def source_record(manual_dir: str) -> dict:
+  """What a dataset is prepared from: the MAESTRO directory's absolute path, its CSV's name and
+  sha256, and whether it is the embedded corpus (and which version)."""
+  manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+  csv_path = find_csv(manual_dir)
+  embedded = manual_dir == os.path.abspath(embedded_dirs()[0])
+  return {'manual_dir': manual_dir, 'csv': os.path.basename(csv_path),
+          'csv_sha256': _sha256(csv_path),
+          'embedded_corpus_version': EMBEDDED_CORPUS_VERSION if embedded else None}
+
+
+def _describe_source(record: dict) -> str:
+  if record.get('embedded_corpus_version'):
+    return f"the embedded corpus v{record['embedded_corpus_version']} ({record['manual_dir']})"
+  sha = record.get('csv_sha256')
+  return f"manual_dir={record['manual_dir']}" + (f" ({record['csv']} sha256 {sha[:12]})"
+                                                  if sha else '')
+
+
+def check_source(builder: 'Maestro', manual_dir: str | None) -> None:
+  """Checks that a prepared dataset was prepared from `manual_dir` (None: the embedded corpus).
+
+  The source matches when both are the embedded corpus of the same version, or both are MAESTRO
+  directories whose CSVs have the same sha256 (a moved or copied directory matches); when the
+  asked-for CSV cannot be read, the directories' paths must be equal. A dataset prepared before
+  sources were recorded is accepted with a warning.
+
+  Raises:
+    ValueError: one line naming the dataset, the source it was prepared from and the one asked
+      for.
+  """
+  path = os.path.join(builder.data_dir, SOURCE_NAME)
+  try:
+    with open(path) as f:
+      recorded = json.load(f)
+  except FileNotFoundError:
+    logging.warning('%s: prepared before sources were recorded; cannot check that it was '
+                    'prepared from %s', builder.data_dir,
+                    'the embedded corpus' if manual_dir is None else manual_dir)
     return
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: source record does not read ({e})') from None
+  if manual_dir is None:
+    asked = {'manual_dir': os.path.abspath(embedded_dirs()[0]), 'csv': None, 'csv_sha256': None,
+             'embedded_corpus_version': EMBEDDED_CORPUS_VERSION}
+    same = recorded.get('embedded_corpus_version') == EMBEDDED_CORPUS_VERSION
+  else:
+    try:
+      asked = source_record(manual_dir)
+      same = (asked['embedded_corpus_version'] == recorded.get('embedded_corpus_version')
+              and asked['csv_sha256'] == recorded.get('csv_sha256'))
+    except BadFileError:  # no readable CSV there: the paths must agree
+      asked = {'manual_dir': os.path.abspath(os.path.expanduser(manual_dir)), 'csv_sha256': None}
+      same = (not recorded.get('embedded_corpus_version')
+              and asked['manual_dir'] == recorded.get('manual_dir'))
+  if not same:
+    raise ValueError(f'{builder.data_dir}: prepared from {_describe_source(recorded)}, but '
+                     f'{_describe_source(asked)} was asked for; pass another data_dir, or '
+                     'delete this directory to prepare it again')
+  if asked['manual_dir'] != recorded.get('manual_dir'):
+    logging.info('%s: prepared from %s, the same CSV as %s', builder.data_dir,
+                 recorded.get('manual_dir'), asked['manual_dir'])
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+  """An exclusive lock on `path`: concurrent jobs on one machine prepare once."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     fcntl.flock(f, fcntl.LOCK_EX)
@@ -371,24 +538,77 @@ def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
   """The prepared builder: MAESTRO from `manual_dir`, or the embedded corpus when it is None.
 
   The embedded corpus is generated (data/corpus.py) and built on first use under `cache_dir()`.
-  Preparation holds a file lock in `data_dir` (when one is known), so that concurrent jobs on
-  one machine build a dataset once and the others wait for it.
+  A complete dataset is read without taking a lock (a read-only `data_dir` will do). Building
+  holds a file lock in `data_dir` (TFDS's default when None), so that concurrent jobs on one
+  machine build a dataset once and the others wait for it; under the lock it first removes the
+  `incomplete.*` directories of killed preparations. SIGTERM while building cleans up and
+  exits 0 (module docstring).
+
+  Raises:
+    BadFileError: preparation met a bad file (one line naming it and the fault).
+    ValueError: the prepared dataset in `data_dir` comes from another source (`check_source`).
   """
   config = get_config(config)
-  embedded = manual_dir is None
-  if embedded:
+  asked = manual_dir
+  if manual_dir is None:
     manual_dir, default_data_dir = embedded_dirs()
     data_dir = data_dir or default_data_dir
-  with _file_lock(os.path.join(data_dir, '.prepare.lock') if data_dir else None):
-    if embedded and not os.path.exists(manual_dir):
-      from data import corpus  # pylint: disable=g-import-not-at-top
-      logging.info('Generating the embedded corpus in %s', manual_dir)
-      corpus.write_corpus(manual_dir)
-    builder = Maestro(config=config, data_dir=data_dir, **builder_kwargs)
-    if not builder.is_prepared():
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-          manual_dir=os.path.expanduser(manual_dir)))
-    return builder
+  builder = Maestro(config=config, data_dir=data_dir, **builder_kwargs)
+  if not builder.is_prepared():
+    # data_dir/maestro/<config>/<version>: the lock lives in data_dir (TFDS's default if None).
+    root = data_dir or os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
+    with _exit_on_sigterm(), _file_lock(os.path.join(root, '.prepare.lock')):
+      if asked is None and not os.path.exists(manual_dir):
+        from data import corpus  # pylint: disable=g-import-not-at-top
+        logging.info('Generating the embedded corpus in %s', manual_dir)
+        corpus.write_corpus(manual_dir)
+      builder = Maestro(config=config, data_dir=data_dir, **builder_kwargs)  # another job's?
+      if not builder.is_prepared():
+        _remove_incomplete(builder)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.path.expanduser(manual_dir)))
+        return builder
+  check_source(builder, asked)
+  return builder
+
+
+def _remove_incomplete(builder: Maestro) -> None:
+  """Removes the `incomplete.*` directories that killed preparations of this config left.
+
+  Only called under the lock, when no other preparation on this machine is running.
+  """
+  for path in sorted(glob.glob(os.path.join(os.path.dirname(builder.data_dir), 'incomplete.*'))):
+    shutil.rmtree(path, ignore_errors=True)
+    logging.warning('Removed %s, left by an earlier preparation that was killed', path)
+
+
+class _Terminated(BaseException):
+  """SIGTERM arrived while preparing (a BaseException: no `except Exception` swallows it)."""
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm():
+  """On SIGTERM, unwind (TFDS removes its temporary directory, the workers are killed) and exit 0.
+
+  Only in the main thread (the only one that can take signals); the previous handler comes back
+  afterwards.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    raise _Terminated()
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield
+  except _Terminated:
+    logging.warning('SIGTERM: stopped preparing the dataset and removed what it had written')
+    raise SystemExit(0) from None
+  finally:
+    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def describe(builder: Maestro) -> str:

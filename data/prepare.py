@@ -4,10 +4,13 @@ r"""Builds the Maestro TFDS dataset and prints what it holds.
     python -m data.prepare --manual_dir=/path/to/maestro-v3.0.0 \
         --data_dir=~/tensorflow_datasets --config=24k --num_workers=8 --on_bad_file=skip
 
-A dataset that is already prepared is not built again.
+A dataset that is already prepared is not built again. A preparation error (a bad file, a
+dataset prepared from another source, a directory that cannot be written) prints one line on
+stderr, no traceback, and exits with status 1.
 """
 
 import os
+import sys
 import time
 
 from absl import app
@@ -15,6 +18,7 @@ from absl import flags
 from absl import logging
 
 from data import maestro
+
 
 def define_flags() -> None:
   """The job's flags, defined only when it runs as a program."""
@@ -35,8 +39,12 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   t = time.time()
   f = flags.FLAGS
-  builder = maestro.prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
-                            num_workers=f.num_workers)
+  try:
+    builder = maestro.prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
+                              num_workers=f.num_workers)
+  except (ValueError, OSError) as e:  # BadFileError is a ValueError
+    print('prepare: error: ' + ' '.join(str(e).split('\n')), file=sys.stderr)
+    sys.exit(1)
   print(maestro.describe(builder))
   print(f'ready in {time.time() - t:.1f} s')
 
