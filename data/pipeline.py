@@ -188,18 +188,20 @@ def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_
       worker_count=config.worker_count, worker_buffer_size=config.worker_buffer_size)
 
 
-def batch_shards(global_batch: int, sharding: jax.sharding.NamedSharding | None) -> int:
-  """Per-process batch size; raises ValueError if processes or mesh axes do not divide it."""
+def batch_shards(global_batch: int, sharding: jax.sharding.NamedSharding | None,
+                 key: str = 'input.batch_size') -> int:
+  """Per-process batch size; raises ValueError naming `key` (the setting that gave
+  `global_batch`) if processes or mesh axes do not divide it."""
   processes = jax.process_count()
-  if global_batch % processes:
-    raise ValueError(f'input.batch_size={global_batch} is not divisible by the {processes} JAX '
-                     'processes')
+  if global_batch < 1 or global_batch % processes:
+    raise ValueError(f'{key}={global_batch}: expected a positive multiple of the {processes} '
+                     'JAX processes')
   if sharding is not None and len(sharding.spec) and sharding.spec[0] is not None:
     axes = sharding.spec[0] if isinstance(sharding.spec[0], tuple) else (sharding.spec[0],)
     devices = math.prod(sharding.mesh.shape[a] for a in axes)
     if global_batch % devices:
-      raise ValueError(f'input.batch_size={global_batch} is not divisible by the {devices} '
-                       f'devices of mesh axes {axes}')
+      raise ValueError(f'{key}={global_batch} is not divisible by the {devices} devices of '
+                       f'mesh axes {axes}')
   return global_batch // processes
 
 

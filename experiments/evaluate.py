@@ -8,14 +8,17 @@ sample, against the entropy of the split's code marginal).
 --eval names an entry of the run's config.evals (experiments/evaluators/): its type and
 settings, with --split, --batch_size and --crop_samples over them and no batch limit.
 
-Without --step: the latest checkpoint. With --follow: every checkpoint not yet in the results
+Without --step: the latest checkpoint that restores (a corrupt newer one is skipped with one
+logged line). With --follow: every checkpoint not yet in the results
 file, oldest first, as the trainer writes them, until the checkpoint of step
 `config.total_steps` has been evaluated (--timeout_seconds stops a wait for a run that died).
 
-Each checkpoint is restored onto the mesh of its saved config (`config.mesh` over this job's
-devices, so a run trained on 8 devices evaluates on 1): its variables sharded as the model's
-logical axes say, the rest of the state (optimizer state) replicated, from the checkpoint's own
-tree, so any trainer's checkpoints evaluate.
+One evaluation job per workdir and split (a lock, runtime.exclusive, beside the trainer's).
+Each checkpoint's variables (experiments/state.VARIABLE_KEYS: never the optimiser state, so
+its corruption cannot stop an evaluation) are restored onto the mesh of its saved config
+(`config.mesh` over this job's devices, so a run trained on 8 devices evaluates on 1), sharded
+as the model's logical axes say, from the checkpoint's own tree, so any trainer's checkpoints
+evaluate.
 
 What is measured, for the likelihood evaluator (experiments/evaluators/likelihood.py): every
 segment of the split once, in order, each from silence; position 0 of a segment is context
@@ -27,9 +30,13 @@ the results file.
 
 Results, on process 0:
   workdir/eval_<split>.json     {'split', 'baseline': {'input', 'eval', 'values'},
-                                 'steps': {'<step>': {'bits_per_sample', 'nll', 'samples',
+                                 'steps': {'<key>': {'bits_per_sample', 'nll', 'samples',
                                                       'marginal_entropy_bits', ...}}}
                                 replaced atomically (tmp + os.replace) after each checkpoint;
+                                <key> is the step, with '/eval=<name>' and '/crop_samples=<N>'
+                                where those differ from the defaults (`record_key`), so a
+                                crop never replaces a whole-split result; an evaluation that
+                                scores no sample is an error, not a record;
   workdir/tb/eval_<split>/      TensorBoard scalars '<split>/bits_per_sample', ... : a run beside
                                 the trainer's, so the whole-split curve overlays its periodic one.
 """
@@ -124,20 +131,40 @@ def _setup(config_json: str, eval_name: str, split: str, batch_size: int,
           'evaluator': evaluators.create(context, eval_name, entry, **overrides)}
 
 
-def _evaluate_step(mngr, workdir: str, step: int, split: str, batch_size: int | None,
-                   crop_samples: int | None, writer, eval_name: str = 'validation') -> dict:
-  """Evaluates one checkpoint, records it in the results file and TensorBoard; returns the
-  record."""
-  t = time.perf_counter()
+def record_key(step: int, eval_name: str = 'validation', crop_samples: int | None = None) -> str:
+  """A record's key in the results file: the step, and the settings that change what is
+  measured, so that a crop evaluation never replaces the whole-split result of its step."""
+  return str(step) + ('' if eval_name == 'validation' else f'/eval={eval_name}') + (
+      '' if crop_samples is None else f'/crop_samples={crop_samples}')
+
+
+def _restore(mngr, step: int, split: str, batch_size: int | None, crop_samples: int | None,
+             eval_name: str):
+  """(saved config, _setup's dict, the checkpoint's variables on its mesh) of `step`; reads
+  nothing of the state but state.VARIABLE_KEYS."""
   config = checkpoint.saved_config(mngr, step)
-  entry = config.evals.get(eval_name, {})
-  batch_size = batch_size or entry.get('batch_size')
+  batch_size = batch_size or config.evals.get(eval_name, {}).get('batch_size')
   s = _setup(config.to_json(), eval_name, split, batch_size, crop_samples)
   with jax.set_mesh(s['mesh']):
-    state = checkpoint.restore(mngr, step, checkpoint.saved_abstract(mngr, step,
-                                                                     s['sharding_of']))
+    abstract = checkpoint.saved_abstract(mngr, step, s['sharding_of'])
+    state = checkpoint.restore(mngr, step, {k: v for k, v in abstract.items()
+                                            if k in state_lib.VARIABLE_KEYS}, partial=True)
+  return config, s, state, batch_size
+
+
+def _evaluate_step(workdir: str, step: int, restored, split: str, crop_samples: int | None,
+                   writer, eval_name: str = 'validation') -> dict:
+  """Evaluates one restored checkpoint (`_restore`'s), records it in the results file and
+  TensorBoard; returns the record."""
+  t = time.perf_counter()
+  config, s, state, batch_size = restored
+  with jax.set_mesh(s['mesh']):
     metrics = s['evaluator'].run(state)
   del state
+  if metrics.get('samples', 1) == 0:
+    raise ValueError(f'step {step}: the {split} evaluation scored 0 samples'
+                     + (f' (--crop_samples={crop_samples}: position 0 of a crop is context '
+                        'only)' if crop_samples is not None else '') + '; nothing recorded')
   clips = {k: v for k, v in metrics.items() if isinstance(v, metrics_lib.Audio)}
   metrics = {k: v for k, v in metrics.items() if k not in clips}
   results = read_results(workdir, split)
@@ -149,7 +176,7 @@ def _evaluate_step(mngr, workdir: str, step: int, split: str, batch_size: int | 
       f'{k}={v:.4f}' for k, v in record.items() if k in metrics or k.endswith('_bits')),
                record['wall_s'])
   if jax.process_index() == 0:
-    results['steps'][str(step)] = record
+    results['steps'][record_key(step, eval_name, crop_samples)] = record
     _write_json(results_path(workdir, split), results)
     writer.scalars(step, {f'{split}/{k}': v for k, v in record.items()
                           if isinstance(v, (int, float)) and k not in (
@@ -183,21 +210,32 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, split: str = 'val
   Raises:
     FileNotFoundError: no checkpoint (at `step`) in the workdir.
   """
-  with checkpoint.manager(workdir, read_only=True) as mngr:
-    steps = sorted(mngr.all_steps())
-    if not steps:
+  _check_crop(crop_samples)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'{workdir}: no such workdir')
+  with _lock(workdir, split), checkpoint.manager(workdir, read_only=True) as mngr:
+    if not mngr.all_steps():
       raise FileNotFoundError(f'{checkpoint.directory(workdir)}: no checkpoint to evaluate '
                               '(train first, or use --follow to wait for one)')
-    step = steps[-1] if step is None else step
-    if step not in steps:
-      raise FileNotFoundError(f'{checkpoint.directory(workdir)}: no checkpoint of step {step}; '
-                              f'it has steps {steps}')
+    step, restored, _ = checkpoint.newest_that_restores(
+        mngr, workdir, lambda s: _restore(mngr, s, split, batch_size, crop_samples, eval_name),
+        step)
     writer = _writer(workdir, split)
     try:
-      return _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer,
-                            eval_name)
+      return _evaluate_step(workdir, step, restored, split, crop_samples, writer, eval_name)
     finally:
       writer.close()
+
+
+def _lock(workdir: str, split: str):
+  """One evaluation job per workdir and split (the writer of its results file)."""
+  return runtime.exclusive(workdir, f'evaluate_{split}', f'an evaluation of {split}')
+
+
+def _check_crop(crop_samples: int | None) -> None:
+  if crop_samples is not None and crop_samples < 2:
+    raise ValueError(f'--crop_samples={crop_samples}: expected at least 2 (position 0 of a '
+                     'crop is context only, so shorter crops score no sample)')
 
 
 def _agree(value: int) -> int:
@@ -209,7 +247,7 @@ def _agree(value: int) -> int:
 
 
 def _finished(records: dict) -> bool:
-  return any(int(s) >= r['total_steps'] for s, r in records.items())
+  return any(s >= r['total_steps'] for s, r in records.items())
 
 
 def follow(workdir: str, split: str = 'validation', batch_size: int | None = None,
@@ -218,39 +256,45 @@ def follow(workdir: str, split: str = 'validation', batch_size: int | None = Non
   """Evaluates each checkpoint of `workdir` not yet in its results file, as it appears, until
   the checkpoint of step config.total_steps is evaluated; returns {step: record} of this call.
 
-  A checkpoint deleted by the trainer's retention before its turn is skipped with a warning.
+  A checkpoint deleted by the trainer's retention before its turn, or one that does not
+restore, is skipped with a warning.
 
   Raises:
     TimeoutError: no new checkpoint for `timeout_seconds` (None: wait forever).
   """
-  done = read_results(workdir, split)['steps']
+  _check_crop(crop_samples)
+  saved = read_results(workdir, split)['steps']
+  done = {s: saved[record_key(s, eval_name, crop_samples)] for s in
+          {int(k.split('/')[0]) for k in saved} if record_key(s, eval_name, crop_samples) in saved}
   new = {}
   writer = _writer(workdir, split)
   last_progress = time.monotonic()
-  with checkpoint.manager(workdir, read_only=True) as mngr:
+  with _lock(workdir, split), checkpoint.manager(workdir, read_only=True) as mngr:
     try:
       while not _finished(done):
         mngr.reload()
-        pending = sorted(s for s in mngr.all_steps() if str(s) not in done)
+        pending = sorted(s for s in mngr.all_steps() if s not in done)
         step = _agree(pending[0] if pending else -1)
         if step < 0:
           waited = time.monotonic() - last_progress
           if _agree(int(timeout_seconds is not None and waited > timeout_seconds)):
             raise TimeoutError(f'{checkpoint.directory(workdir)}: no new checkpoint for '
                                f'{waited:.0f} s (--timeout_seconds={timeout_seconds}); '
-                               f'evaluated {sorted(map(int, done))}')
+                               f'evaluated {sorted(done)}')
           time.sleep(poll_seconds)
           continue
         try:
-          record = _evaluate_step(mngr, workdir, step, split, batch_size, crop_samples, writer,
-                                  eval_name)
-        except Exception:  # pylint: disable=broad-except  (orbax's error for a deleted step varies)
+          restored = _restore(mngr, step, split, batch_size, crop_samples, eval_name)
+        except Exception as e:  # pylint: disable=broad-except  (Orbax's errors vary)
           mngr.reload()
-          if step in mngr.all_steps():
-            raise
-          logging.warning('checkpoint %d was deleted before it was evaluated; skipped', step)
-          record = {'skipped': True, 'total_steps': float('inf')}
-        done[str(step)] = new[step] = record
+          why = ('it was deleted before it was evaluated' if step not in mngr.all_steps() else
+                 f'it does not restore ({checkpoint.one_line_fault(e)})')
+          logging.warning('checkpoint %d skipped: %s', step, why)
+          record = {'skipped': why, 'total_steps': float('inf')}
+        else:
+          record = _evaluate_step(workdir, step, restored, split, crop_samples, writer,
+                                  eval_name)
+        done[step] = new[step] = record
         last_progress = time.monotonic()
     finally:
       writer.close()

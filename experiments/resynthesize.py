@@ -48,7 +48,7 @@ def resynthesize(workdir: str, wav: str, out_dir: str | None = None,
     FileNotFoundError: no checkpoint; AudioError: a missing or undecodable wav;
     ValueError: a model that is not conditioned on 'mel'.
   """
-  state, config = checkpoint.load(workdir, step)
+  state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
   step = int(state['step'])
   model = models.create(config)
   if tuple(model.conditions) != ('mel',):

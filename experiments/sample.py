@@ -28,18 +28,23 @@ Prints progress and the realtime factor: seconds of audio per second of wall tim
               computed with config.input.mel at the dataset's hop (e.g. by an acoustic model).
   --global_id the id of a model conditioned on a key of global ids (e.g. 'instrument').
 
-Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1. Launched as several
+Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1, each written as
+<name>.partial and renamed once complete (a failed run leaves no finished-looking file); one
+sampler per output directory at a time (a lock, runtime.exclusive). Launched as several
 processes (launch/local.sh, SLURM, a TPU pod), each process samples a contiguous slice of the
 files, and the files are the same as one process would write.
 """
 
 from collections.abc import Iterator
+import contextlib
 import itertools
+import math
 import os
 import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -138,9 +143,33 @@ def load_mel(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
   return mel.astype(np.float32)
 
 
+# A note that sounds this long past the MIDI's last onset is taken for a stuck one.
+STUCK_NOTE_SECONDS = 30.0
+
+
 def midi_seconds(path: str) -> float:
-  """The length of a MIDI file: the end of its last note (sustain included)."""
-  return midi_lib.load_notes(path).end_time
+  """The length of a MIDI file: the end of its last note (sustain included). A note that ends
+  more than STUCK_NOTE_SECONDS after the last onset (a stuck note) is named in a warning."""
+  notes = midi_lib.load_notes(path)
+  last_onset = float(notes.onsets.max())
+  i = int(np.argmax(notes.offsets))
+  if notes.offsets[i] - last_onset > STUCK_NOTE_SECONDS:
+    logging.warning('%s: note %d (key %d, on at %.2f s) sounds until %.1f s, %.0f s past the last '
+                    'onset: a stuck note? The sample would last that long: pass --seconds to '
+                    'cap it', path, i, notes.pitches[i], notes.onsets[i], notes.offsets[i],
+                    notes.offsets[i] - last_onset)
+  return notes.end_time
+
+
+def _check_flags(seconds: float | None, temperature: float,
+                 prompt_seconds: float | None) -> None:
+  """One-line errors for lengths and a temperature no sampler can use."""
+  if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+    raise ValueError(f'--seconds={seconds}: expected a finite length > 0')
+  if not (math.isfinite(temperature) and temperature >= 0):
+    raise ValueError(f'--temperature={temperature}: expected a finite temperature >= 0')
+  if prompt_seconds is not None and not (math.isfinite(prompt_seconds) and prompt_seconds > 0):
+    raise ValueError(f'--prompt_seconds={prompt_seconds}: expected a finite length > 0')
 
 
 def generate_audio(config: ml_collections.ConfigDict, model, variables: dict, rng: jax.Array,
@@ -223,7 +252,8 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   """
   if num_samples < 1:
     raise ValueError(f'--num_samples={num_samples}: expected at least 1')
-  state, config = checkpoint.load(workdir, step)
+  _check_flags(seconds, temperature, prompt_seconds)
+  state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
   step = int(state['step'])
   model = models.create(config)
   if mel_from is not None and mel is not None:
@@ -258,7 +288,12 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   if global_id is not None:
     cond[_id_keys(model)[0]] = np.array([global_id], np.int32)
   chunk = max(1, int(round(chunk_seconds * rate)))
-  os.makedirs(out_dir, exist_ok=True)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+      raise PermissionError(13, 'not writable')
+  except OSError as e:
+    raise ValueError(f'--out={out_dir}: cannot write there ({e.strerror or e})') from None
   # Processes share the files: each samples a contiguous slice of the streams, numbered as one
   # process would number them, so the files do not depend on the process count.
   lo, hi = np.linspace(0, num_samples, jax.process_count() + 1).astype(int)[
@@ -272,15 +307,18 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
       + (f', over {jax.process_count()} processes' if jax.process_count() > 1 else ''),
       flush=True)
   if lo < hi:
-    _write(config, model, state_lib.variables(state), paths, n, wave, cond, temperature, seed,
-           chunk, lo, say)
+    with runtime.exclusive(out_dir, 'sample', f'a sampler of {workdir}'):
+      _write(config, model, state_lib.variables(state), paths, n, wave, cond, temperature, seed,
+             chunk, lo, say)
   distributed.sync('sample')
   return paths
 
 
 def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, chunk,
            first_stream, say) -> None:
-  """Streams the files `paths` (streams first_stream, ...) chunk by chunk."""
+  """Streams the files `paths` (streams first_stream, ...) chunk by chunk, each into
+  `<path>.partial`, renamed to `path` once complete: a run that fails (a full disk, a kill)
+  leaves no file that looks finished, and removes its partial ones where it can."""
   rate = specs.sample_rate(config.input)
   t0 = t = time.perf_counter()
   waves = generate_audio(config, model, variables, jax.random.key(seed), len(paths), n, prompt,
@@ -288,8 +326,10 @@ def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, 
   # The first chunk before any file: a family that refuses the request (a prompt to a vocoder,
   # a mel too short) raises here and leaves no empty files behind.
   first = next(waves, None)
+  partial = [f'{p}.partial' for p in paths]
   files = [sf.SoundFile(p, 'w', samplerate=rate, channels=1, subtype='PCM_16', format='WAV')
-           for p in paths]
+           for p in partial]
+  complete = False
   try:
     if prompt is not None:
       head = audio_lib.to_int16(as_seen(config.input, prompt))
@@ -308,9 +348,17 @@ def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, 
     say(f'{len(paths)} x {n / rate:.2f} s in {total:.1f} s: realtime factor '
         f'{n / total / rate:.3f} per stream, {len(paths) * n / total / rate:.3f} in all',
         flush=True)
-  finally:
     for f in files:
-      f.close()
+      f.close()  # flushes: a full disk fails here, before any rename
+    complete = True
+  finally:
+    for f, p, final in zip(files, partial, paths):
+      if complete:
+        os.replace(p, final)
+      else:
+        with contextlib.suppress(Exception):  # the error that brought us here is the one to see
+          f.close()
+          os.remove(p)
 
 
 def define_flags() -> None:

@@ -55,6 +55,10 @@ def train_init(family, model: nn.Module, tx: optax.GradientTransformation,
   return init
 
 
+# The entries of a train state that evaluation and sampling read (checkpoint.load(keys=...)).
+VARIABLE_KEYS = ('step', 'params', 'model_state')
+
+
 def variables(state: dict) -> dict:
   """The model's variables in a train state: {'params': ..., **model_state}."""
   return {'params': state['params'], **state.get('model_state', {})}

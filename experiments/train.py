@@ -22,9 +22,13 @@ Start-up: the mesh of `config.mesh`; the state {'step', 'params', 'opt_state'[,
 'model_state']} built already sharded, then resumed as experiments/checkpoint.py describes.
 Each step gets the key fold_in(step key, step) (experiments/state.py) and is jitted with the
 state donated. Every `log_every_steps` the metrics come to the host, are checked for NaN/Inf
-(the run stops, its last good checkpoint intact) and written to TensorBoard under workdir/tb;
-the evaluators of `config.evals` run on their schedules. On SIGTERM the current step finishes,
-a checkpoint is written and waited for, and train_and_evaluate returns (exit 0).
+and for divergence (runtime.DivergenceGuard: no checkpoint while the loss looks diverged, and
+the run stops with its last good checkpoint intact if it stays so) and written to TensorBoard
+under workdir/tb; the evaluators of `config.evals` run on their schedules, their batch sizes
+checked against the mesh before the first step. One trainer per workdir (a lock,
+runtime.exclusive); config values no run can use (runtime.check_run_config) fail at start.
+On SIGTERM the current step finishes, a checkpoint is written and waited for, and
+train_and_evaluate returns (exit 0).
 """
 
 import os
@@ -137,7 +141,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
       if hasattr(models.family(config.model_name), attr):
         raise ValueError(f'config.model_name={config.model_name!r} is {what}: train it with '
                          f'experiments/{trainer}.py')
-  os.makedirs(workdir, exist_ok=True)
+  runtime.check_run_config(config)
+  with runtime.exclusive(workdir, 'train', f'a trainer of {config.model_name}'):
+    return _train(config, workdir, game)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, game) -> dict:
+  os.makedirs(workdir, exist_ok=True)  # every process (process 0 made it for its lock)
   family, model = models.family(config.model_name), models.create(config)
   mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config)
   logging.info('Devices: %s', sharding.describe(mesh))
@@ -162,7 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
         f.write(config.to_json_best_effort(indent=1) + '\n')
     train_step = game.make_step(config, family, model, rules, shardings, batch_sh)
     progress = metrics_lib.Progress(step, config.total_steps)
-    last, history = {}, []
+    guard = runtime.DivergenceGuard(config.divergence, config.input.bits)
+    last, history, suspect = {}, [], False
     while step < config.total_steps:
       state, step_metrics = train_step(state, next(batches))
       step += 1
@@ -172,6 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
       if step % config.log_every_steps == 0 or save:
         last = _log(step, config, history, progress, writer, mngr)
         history = []
+        suspect = guard(step, last, mngr)
       for name, (evaluator, every) in evals.items():
         if step % every == 0 or step == config.total_steps:
           result = evaluator.run(state)
@@ -180,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
           logging.info('step %d %s: %s', step, name,
                        ' '.join(f'{k}={v:.4f}' for k, v in scalars.items()))
           last.update({f'{name}_{k}': v for k, v in scalars.items()})
-      if save:
+      if save and not suspect:
         checkpoint.save(mngr, step, state, batches, config)
       if stop:
         logging.info('Preempted at step %d: checkpoint saved, exiting.', step)
@@ -202,12 +214,13 @@ def run_job(job: str, train_fn) -> None:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    if flags.FLAGS.workdir is None or flags.FLAGS.config is None:
+    config = runtime.config_flag(job)
+    if flags.FLAGS.workdir is None or config is None:
       raise app.UsageError('--config and --workdir are required')
     logging.set_verbosity(logging.INFO)
     with runtime.one_line_errors(job):
       distributed.initialize()
-      train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+      train_fn(config, flags.FLAGS.workdir)
     distributed.shutdown()
 
   app.run(main, flags_parser=runtime.flags_parser(job))

@@ -34,7 +34,7 @@ def with_teacher(config: ml_collections.ConfigDict) -> tuple[ml_collections.Conf
     raise ValueError('config.teacher_workdir is not set: the workdir of the trained teacher '
                      '(e.g. experiments/configs/wavenet.py:mel,teacher=mixture,runlocal)')
   try:
-    state, teacher = checkpoint.load(config.teacher_workdir)
+    state, teacher = checkpoint.load(config.teacher_workdir, keys=('params',))
   except FileNotFoundError as e:
     raise ValueError(f'config.teacher_workdir={config.teacher_workdir!r}: no checkpoint to '
                      f'load ({e})') from None

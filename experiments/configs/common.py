@@ -62,6 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0  # adamw only
   c.optim.clip_norm = 1.0  # global-norm clipping; 0: none
   c.optim.max_consecutive_nonfinite = 10  # non-finite updates skipped before the run fails
+  # A run whose loss runs away stops with its last good checkpoint (runtime.DivergenceGuard):
+  # `checks` log steps in a row with the loss above `factor` x its running median (over the
+  # last `window` good log steps) or bits_per_sample above input.bits + `bits_margin`.
+  c.divergence = ml_collections.ConfigDict(
+      {'factor': 10.0, 'checks': 3, 'window': 50, 'bits_margin': 8.0})
 
   # Mesh axes and their sizes (-1: all remaining devices), and logical-to-mesh rules.
   c.mesh = ml_collections.ConfigDict({'data': -1, 'model': 1})
@@ -198,6 +203,7 @@ def gan(c: ml_collections.ConfigDict, learning_rate: float, b1: float, b2: float
                  clip_norm=0.0)
   c.optim_discriminator = ml_collections.ConfigDict(c.optim.to_dict())
   c.discriminator_steps = discriminator_steps
+  c.divergence.factor = 0.0  # a game's losses swing and change sign: no median rule
   del c.evals['validation']
 
 
@@ -237,6 +243,7 @@ def distillation(c: ml_collections.ConfigDict, teacher: ml_collections.ConfigDic
   c.input = copy.deepcopy(teacher.input)
   c.input.encoding = 'float'
   c.input.bits = 16
+  c.divergence.factor = 0.0  # a KL estimate near 0 that changes sign: no median rule
   c.evals.resynthesis = spectral_eval()
   if runlocal:
     c.evals.resynthesis.update(every_steps=c.total_steps, clips=4, seconds=1.0)
