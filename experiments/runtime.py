@@ -125,7 +125,7 @@ def exclusive(directory: str, role: str, job: str):
 
   The lock is an flock on an open file, so the kernel drops it when its job dies, however it
   dies: a lock file left by a killed job does not block a restart. The file names the holder
-  (job, host, pid) for the one-line error a second job gets.
+  (job, host, pid) for the one-line error a second job gets, and goes when the job ends.
 
   Raises:
     DirectoryBusy: a live job holds the lock.
@@ -138,19 +138,29 @@ def exclusive(directory: str, role: str, job: str):
     raise ValueError(f'{directory}: not a directory (expected a workdir)')
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f'.{role}.lock')
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  try:
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       holder = os.read(fd, 256).decode(errors='replace').strip() or 'another job'
+      os.close(fd)
       raise DirectoryBusy(f'{directory} is in use by {holder}; wait for it to end, or use '
                           'another directory') from None
+    try:
+      if os.stat(path).st_ino == os.fstat(fd).st_ino:
+        break
+    except FileNotFoundError:
+      pass
+    os.close(fd)  # its holder removed the file as we opened it: take the new one
+  try:
     os.ftruncate(fd, 0)
     os.write(fd, f'{job} (host {socket.gethostname()}, pid {os.getpid()})\n'.encode())
     yield
   finally:
-    os.close(fd)  # releases the lock
+    with contextlib.suppress(OSError):
+      os.unlink(path)  # before the lock goes: a job that opened it meanwhile retries
+    os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
