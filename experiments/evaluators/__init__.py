@@ -73,7 +73,7 @@ def create(context: Context, name: str, entry: ml_collections.ConfigDict, **over
     raise ValueError(f'config.evals.{name}: expected a `type` key (one of {", ".join(types())})')
   mod = module(kwargs.pop('type'), f'config.evals.{name}')
   kwargs.pop('every_steps', None)
-  if kwargs.get('batch_size') is not None:  # before any step runs, naming the key at fault
+  if context is not None and kwargs.get('batch_size') is not None:  # before any step runs
     key = '--batch_size' if overrides.get('batch_size') is not None else (
         f'config.evals.{name}.batch_size')
     pipeline.batch_shards(kwargs['batch_size'], context.batch_sharding, key)
