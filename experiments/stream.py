@@ -1,0 +1,411 @@
+r"""Endless audio from an autoregressive model: to a file, to stdout, or over HTTP.
+
+    python -m experiments.stream --workdir=/tmp/wn --out=/tmp/wn/endless.wav [--seconds=N]
+    python -m experiments.stream --workdir=/tmp/wn --out=- --format=wav | ffplay -
+    python -m experiments.stream --workdir=/tmp/wn --serve=8000 [--host=127.0.0.1] \
+        [--streams=4] [--max_listeners=4]      # then open http://127.0.0.1:8000/
+
+Every autoregressive family (the kind with `init_cache` and `step`: WaveNet, the Sparse
+Transformer) samples through its own `generate` for as long as the job runs: their samplers
+keep a fixed-size state (WaveNet's ring buffers; the Sparse Transformer's window, which slides
+as in training), step chunk by chunk, and hold one chunk on the host at a time, so memory does
+not grow with the duration. Stream i of `--streams` draws with the keys of stream i (as
+experiments/sample.py's file i does); positions count in int32, so one run lasts up to 2^31
+samples per stream (37 hours at 16 kHz).
+
+Outputs:
+  --out=FILE    a 16-bit WAV (header updated after every chunk, so the file reads as valid
+                while it grows), `--streams` channels, until --seconds or SIGINT/SIGTERM.
+  --out=-       stdout: --format=raw (16-bit little-endian PCM, channels interleaved) or wav (a
+                streaming WAV header whose sizes say "unknown", then the same PCM).
+  --serve=PORT  an HTTP server on --host (127.0.0.1 unless said otherwise) with two paths:
+                `/` a page with an <audio> player and the live realtime factor, and
+                `/stream.wav` a never-ending mono WAV of one stream; each listener takes a free
+                stream of `--streams` (at most --max_listeners at once; the rest get 503).
+                `/status.json` feeds the page. Any other path is 404. Generation runs while
+                someone listens, ahead of the listeners by at most --buffer_chunks chunks.
+
+The job generates at the model's best speed and reports, at most every 10 s, when it falls
+behind real time (realtime factor < 1: listeners will hear gaps).
+"""
+
+from collections.abc import Iterator
+import http.server
+import json
+import queue
+import signal
+import struct
+import sys
+import threading
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+import soundfile as sf
+
+from data import audio as audio_lib
+from data import specs
+from experiments import checkpoint
+from experiments import runtime
+from experiments import state as state_lib
+import models
+
+ENDLESS = 2 ** 31 - 2  # samples per stream: the samplers count positions in int32
+
+
+def is_autoregressive(family) -> bool:
+  return hasattr(family, 'init_cache') and hasattr(family, 'step')
+
+
+def load(workdir: str, step: int | None = None):
+  """(config, model, variables, step) of an autoregressive run's checkpoint.
+
+  Raises:
+    ValueError: the run's family is not autoregressive, or it needs frame conditioning.
+  """
+  state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
+  family, model = models.family(config.model_name), models.create(config)
+  if not is_autoregressive(family):
+    raise ValueError(f'{workdir}: {config.model_name} is not autoregressive (no init_cache/'
+                     'step); endless streaming is for WaveNet, the Sparse Transformer and their '
+                     'kin (experiments/sample.py renders any family to files)')
+  frames = [k for k in getattr(model, 'conditions', ()) if k in specs.FRAME_FEATURES]
+  if frames:
+    raise ValueError(f'{workdir}: the model is conditioned on {frames}, which do not go on '
+                     'forever; stream an unconditional (or globally conditioned) model')
+  return config, model, state_lib.variables(state), int(state['step'])
+
+
+def chunks(config, model, variables, *, streams: int = 1, seed: int = 0,
+           temperature: float = 1.0, chunk_samples: int = 16000, global_id: int | None = None,
+           num_samples: int = ENDLESS) -> Iterator[np.ndarray]:
+  """Float audio chunks [streams, <= chunk_samples], `num_samples` per stream (default: as long
+  as anyone reads them)."""
+  if streams < 1:
+    raise ValueError(f'--streams={streams}: expected at least 1')
+  cond = None
+  ids = [k for k in getattr(model, 'conditions', ()) if k not in specs.FRAME_FEATURES]
+  if ids and global_id is None:
+    raise ValueError(f'the model is conditioned on {ids[0]!r}: pass --global_id')
+  if ids:
+    cond = {ids[0]: np.full((streams,), global_id, np.int32)}
+  family = models.family(config.model_name)
+  yield from family.generate(model, variables, jax.random.key(seed), num_samples,
+                             batch=streams, cond=cond, temperature=temperature,
+                             chunk_samples=chunk_samples)
+
+
+class Pace:
+  """The realtime factor (seconds of audio per second of wall time) over the last chunks, with
+  a warning at most every `every` seconds while it is below 1."""
+
+  def __init__(self, rate: int, every: float = 10.):
+    self.rate, self.every = rate, every
+    self.factor, self.samples, self._t, self._warned = float('nan'), 0, time.perf_counter(), 0.
+
+  def __call__(self, n: int) -> float:
+    now = time.perf_counter()
+    factor = n / self.rate / max(now - self._t, 1e-9)
+    self.factor = factor if self.samples == 0 else 0.8 * self.factor + 0.2 * factor
+    self.samples += n
+    self._t = now
+    if self.factor < 1 and now - self._warned > self.every:
+      self._warned = now
+      logging.warning('behind real time: realtime factor %.2f (listeners hear gaps)',
+                      self.factor)
+    return self.factor
+
+  def restart(self) -> None:
+    """After a pause (no listener): the next chunk does not count the idle time."""
+    self._t = time.perf_counter()
+
+
+def wav_header(rate: int, channels: int, frames: int | None = None) -> bytes:
+  """A 44-byte 16-bit PCM WAV header; `frames` None writes the streaming convention
+  0xFFFFFFFF for the RIFF and data sizes (length unknown), which players read to the end."""
+  data = 0xFFFFFFFF if frames is None else frames * channels * 2
+  riff = 0xFFFFFFFF if frames is None else 36 + data
+  return (b'RIFF' + struct.pack('<I', riff) + b'WAVEfmt ' +
+          struct.pack('<IHHIIHH', 16, 1, channels, rate, rate * channels * 2, channels * 2, 16) +
+          b'data' + struct.pack('<I', data))
+
+
+def pcm(chunk: np.ndarray) -> bytes:
+  """Float chunk [C, n] -> interleaved 16-bit little-endian PCM."""
+  return np.ascontiguousarray(audio_lib.to_int16(chunk).T).astype('<i2').tobytes()
+
+
+def to_file(path: str, audio: Iterator[np.ndarray], rate: int, channels: int, pace: Pace,
+            seconds: float | None = None) -> int:
+  """Writes `audio` to the WAV `path` (sizes patched after every chunk); returns frames."""
+  limit = None if seconds is None else int(round(seconds * rate))
+  frames = 0
+  with sf.SoundFile(path, 'w', samplerate=rate, channels=channels, subtype='PCM_16',
+                    format='WAV') as f:
+    for chunk in audio:
+      if limit is not None:
+        chunk = chunk[:, :limit - frames]
+      f.write(audio_lib.to_int16(chunk).T)
+      f.flush()  # libsndfile rewrites the header's sizes
+      frames += chunk.shape[1]
+      pace(chunk.shape[1])
+      if limit is not None and frames >= limit:
+        break
+  return frames
+
+
+def to_pipe(out, audio: Iterator[np.ndarray], rate: int, channels: int, pace: Pace,
+            fmt: str = 'raw', seconds: float | None = None) -> int:
+  """Writes `audio` to the binary stream `out` as raw PCM or a streaming WAV; returns frames
+  (stops quietly when the reader goes away)."""
+  limit = None if seconds is None else int(round(seconds * rate))
+  frames = 0
+  try:
+    if fmt == 'wav':
+      out.write(wav_header(rate, channels, limit))
+    for chunk in audio:
+      if limit is not None:
+        chunk = chunk[:, :limit - frames]
+      out.write(pcm(chunk))
+      out.flush()
+      frames += chunk.shape[1]
+      pace(chunk.shape[1])
+      if limit is not None and frames >= limit:
+        break
+  except BrokenPipeError:
+    logging.info('the reader closed the pipe after %d frames', frames)
+  return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTTP server.
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>wavegen stream</title></head>
+<body style="font-family: sans-serif">
+<h1>wavegen: {title}</h1>
+<audio id="player" src="/stream.wav" controls autoplay></audio>
+<p>realtime factor <span id="rtf">?</span> &middot; listeners <span id="listeners">?</span>
+of {max_listeners} &middot; <span id="behind"></span></p>
+<script>
+async function poll() {{
+  try {{
+    const s = await (await fetch('/status.json')).json();
+    document.getElementById('rtf').textContent = s.realtime_factor.toFixed(2);
+    document.getElementById('listeners').textContent = s.listeners;
+    document.getElementById('behind').textContent =
+        s.realtime_factor < 1 ? 'behind real time' : 'keeping up';
+  }} catch (e) {{}}
+  setTimeout(poll, 1000);
+}}
+poll();
+</script>
+</body></html>
+"""
+
+
+class Broadcast:
+  """Runs the sampler in a thread while anyone listens and hands stream i's chunks to the
+  listener holding stream i, through a queue of at most `buffer_chunks` chunks (the generator
+  waits for the slowest listener rather than grow memory)."""
+
+  def __init__(self, audio: Iterator[np.ndarray], streams: int, rate: int, max_listeners: int,
+               buffer_chunks: int = 4):
+    self.audio, self.rate = audio, rate
+    self.max_listeners = min(max_listeners, streams)
+    self.queues: dict[int, queue.Queue] = {}
+    self.lock = threading.Lock()
+    self.wake = threading.Event()
+    self.buffer_chunks = buffer_chunks
+    self.pace = Pace(rate)
+    self.stopped = False
+    self.thread = threading.Thread(target=self._run, daemon=True)
+    self.thread.start()
+
+  def join(self) -> int | None:
+    """A free stream's number with its queue, or None when all are taken."""
+    with self.lock:
+      if len(self.queues) >= self.max_listeners:
+        return None
+      i = min(set(range(self.max_listeners)) - set(self.queues))
+      self.queues[i] = queue.Queue(self.buffer_chunks)
+      self.wake.set()
+      return i
+
+  def leave(self, i: int) -> None:
+    with self.lock:
+      self.queues.pop(i, None)
+
+  def listeners(self) -> int:
+    with self.lock:
+      return len(self.queues)
+
+  def _run(self) -> None:
+    while not self.stopped:
+      if not self.listeners():
+        self.wake.wait(0.5)
+        self.wake.clear()
+        self.pace.restart()
+        continue
+      chunk = next(self.audio, None)
+      if chunk is None:
+        break
+      self.pace(chunk.shape[1])
+      with self.lock:
+        targets = list(self.queues.items())
+      for i, q in targets:
+        while not self.stopped and i in self.queues:
+          try:
+            q.put(chunk[i], timeout=0.5)
+            break
+          except queue.Full:
+            continue
+    with self.lock:
+      for q in self.queues.values():
+        q.put(None)
+
+  def stop(self) -> None:
+    self.stopped = True
+    self.wake.set()
+
+
+def make_server(broadcast: Broadcast, host: str, port: int, title: str
+                ) -> http.server.ThreadingHTTPServer:
+  """The HTTP server of the module docstring (not yet serving; port 0 picks a free one)."""
+  page = PAGE.format(title=title, max_listeners=broadcast.max_listeners).encode()
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.0'  # the stream ends when the connection does
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+      self.send_response(status)
+      self.send_header('Content-Type', kind)
+      self.send_header('Content-Length', str(len(body)))
+      self.send_header('Cache-Control', 'no-store')
+      self.end_headers()
+      self.wfile.write(body)
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      path = self.path.split('?', 1)[0]
+      if path == '/':
+        self._send(200, page, 'text/html; charset=utf-8')
+      elif path == '/status.json':
+        self._send(200, json.dumps({
+            'realtime_factor': broadcast.pace.factor if broadcast.pace.samples else 0.,
+            'listeners': broadcast.listeners(), 'max_listeners': broadcast.max_listeners,
+            'seconds': broadcast.pace.samples / broadcast.rate}).encode(), 'application/json')
+      elif path == '/stream.wav':
+        self._stream()
+      else:
+        self._send(404, b'not found: this server has / and /stream.wav\n', 'text/plain')
+
+    def _stream(self) -> None:
+      i = broadcast.join()
+      if i is None:
+        self._send(503, f'all {broadcast.max_listeners} streams are taken; try again '
+                   'later\n'.encode(), 'text/plain')
+        return
+      try:
+        self.send_response(200)
+        self.send_header('Content-Type', 'audio/wav')
+        self.send_header('Cache-Control', 'no-store')
+        self.end_headers()
+        self.wfile.write(wav_header(broadcast.rate, 1))
+        while (chunk := broadcast.queues[i].get()) is not None:
+          self.wfile.write(pcm(chunk[None]))
+      except (BrokenPipeError, ConnectionResetError):
+        pass
+      finally:
+        broadcast.leave(i)
+        logging.info('listener of stream %d left', i)
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+      logging.info('%s %s', self.address_string(), format % args)
+
+  server = http.server.ThreadingHTTPServer((host, port), Handler)
+  server.daemon_threads = True
+  return server
+
+
+# ---------------------------------------------------------------------------------------------
+# The job.
+
+
+def define_flags() -> None:
+  """The job's flags, defined only when it runs as a program (see experiments/evaluate.py)."""
+  flags.DEFINE_string('workdir', None, 'The autoregressive run to stream from.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
+  flags.DEFINE_string('out', None, "A WAV file to grow, or '-' for stdout.")
+  flags.DEFINE_enum('format', 'raw', ['raw', 'wav'], 'With --out=-: raw PCM or a streaming WAV.')
+  flags.DEFINE_integer('serve', None, 'Serve over HTTP on this port instead (0: any free one).')
+  flags.DEFINE_string('host', '127.0.0.1', 'With --serve: the address to bind.')
+  flags.DEFINE_integer('streams', 1, 'Streams sampled together (channels, or listeners).')
+  flags.DEFINE_integer('max_listeners', 4, 'With --serve: listeners at once (<= --streams).')
+  flags.DEFINE_integer('buffer_chunks', 4, 'With --serve: chunks generated ahead of listeners.')
+  flags.DEFINE_float('seconds', None, 'Stop after this much audio; default never.')
+  flags.DEFINE_float('chunk_seconds', 0.5, 'Audio per sampler call and per write.')
+  flags.DEFINE_float('temperature', 1.0, 'Sampling temperature.')
+  flags.DEFINE_integer('seed', 0, 'PRNG seed.')
+  flags.DEFINE_integer('global_id', None, 'The id of a globally conditioned model.')
+
+
+def main(argv):
+  f = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if f.workdir is None or (f.out is None) == (f.serve is None):
+    raise app.UsageError('--workdir and one of --out and --serve are required')
+  logging.set_verbosity(logging.INFO)
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # finish the file's header and go
+  with runtime.one_line_errors('stream'):
+    if f.seconds is not None and not (0 < f.seconds < float('inf')):
+      raise ValueError(f'--seconds={f.seconds}: expected a finite length > 0')
+    if not (0 <= f.temperature < float('inf')):
+      raise ValueError(f'--temperature={f.temperature}: expected a finite temperature >= 0')
+    config, model, variables, step = load(f.workdir, f.step)
+    rate = specs.sample_rate(config.input)
+    chunk = max(1, int(round(f.chunk_seconds * rate)))
+    audio = chunks(config, model, variables, streams=f.streams, seed=f.seed,
+                   temperature=f.temperature, chunk_samples=chunk, global_id=f.global_id)
+    title = f'{config.model_name} step {step}, {rate} Hz'
+    logging.info('streaming %s from %s', title, f.workdir)
+    try:
+      if f.serve is not None:
+        serve(audio, f.streams, rate, f.host, f.serve, f.max_listeners, f.buffer_chunks, title)
+      elif f.out == '-':
+        to_pipe(sys.stdout.buffer, audio, rate, f.streams, Pace(rate), f.format, f.seconds)
+      else:
+        try:
+          to_file(f.out, audio, rate, f.streams, Pace(rate), f.seconds)
+        except sf.LibsndfileError as e:
+          raise ValueError(f'--out={f.out}: cannot write there ({e})') from None
+    except KeyboardInterrupt:
+      logging.info('stopped')
+
+
+def serve(audio, streams: int, rate: int, host: str, port: int, max_listeners: int,
+          buffer_chunks: int, title: str) -> None:
+  """Serves until interrupted (module docstring)."""
+  if max_listeners < 1:
+    raise ValueError(f'--max_listeners={max_listeners}: expected at least 1')
+  broadcast = Broadcast(audio, streams, rate, max_listeners, buffer_chunks)
+  try:
+    server = make_server(broadcast, host, port, title)
+  except OSError as e:
+    raise ValueError(f'--host={host} --serve={port}: cannot listen there ({e.strerror})') from None
+  print(f'serving {title} on http://{host}:{server.server_address[1]}/ (streams: '
+        f'{broadcast.max_listeners})', flush=True)
+  try:
+    server.serve_forever()
+  finally:
+    broadcast.stop()
+    server.server_close()
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
