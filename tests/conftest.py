@@ -98,6 +98,12 @@ def tiny_sparse_transformer(**overrides):
                                           max_length=256, block=16), 256, 4, overrides)
 
 
+def tiny_samplernn(**overrides):
+  """The runlocal SampleRNN shrunk to seconds: tiers of 8 and 2 at width 32, 8 x (8 + 256)-sample
+  crops in subsequences of 128, 4 steps."""
+  return _tiny('samplernn', dict(dim=32, embed_dim=8, tbptt_samples=128), 264, 4, overrides)
+
+
 def tiny_flow(name: str, **overrides):
   """The runlocal flow vocoder `name` shrunk to seconds: 8 x 1,024-sample crops (2 frames), a
   handful of small flows, 4 steps."""

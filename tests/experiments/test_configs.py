@@ -58,7 +58,8 @@ def test_runlocal_settings_are_shared():
             'shuffle')
   inputs = {name: load(f'{name}.py:runlocal') for name in CONFIGS}
   own_crops = {'specgan': (8, 16384), 'wavegan': (8, 16384),  # (batch, crop)
-               'melgan': (2, 8192), 'hifigan': (2, 8192)}
+               'melgan': (2, 8192), 'hifigan': (2, 8192),
+               'samplernn': (8, 2056)}  # 8 codes of context, then WaveNet's 2,048 predicted
   first = {k: inputs['wavenet'][k] for k in shared}
   sized = ('batch_size', 'crop_samples')
   assert all({k: i[k] for k in shared} == first for n, i in inputs.items()
