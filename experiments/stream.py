@@ -5,10 +5,10 @@ r"""Endless audio from an autoregressive model: to a file, to stdout, or over HT
     python -m experiments.stream --workdir=/tmp/wn --serve=8000 [--host=127.0.0.1] \
         [--streams=4] [--max_listeners=4]      # then open http://127.0.0.1:8000/
 
-Every autoregressive family (the kind with `init_cache` and `step`: WaveNet, the Sparse
-Transformer) samples through its own `generate` for as long as the job runs: their samplers
-keep a fixed-size state (WaveNet's ring buffers; the Sparse Transformer's window, which slides
-as in training), step chunk by chunk, and hold one chunk on the host at a time, so memory does
+Every autoregressive family (the kind with `init_cache` and `step`: WaveNet, SampleRNN, the
+Sparse Transformer) samples through its own `generate` for as long as the job runs: their samplers
+keep a fixed-size state (WaveNet's ring buffers; SampleRNN's recurrent states; the Sparse
+Transformer's window, which slides as in training), step chunk by chunk, and hold one chunk on the host at a time, so memory does
 not grow with the duration. Stream i of `--streams` draws with the keys of stream i (as
 experiments/sample.py's file i does); positions count in int32, so one run lasts up to 2^31
 samples per stream (37 hours at 16 kHz).
@@ -70,8 +70,8 @@ def load(workdir: str, step: int | None = None):
   family, model = models.family(config.model_name), models.create(config)
   if not is_autoregressive(family):
     raise ValueError(f'{workdir}: {config.model_name} is not autoregressive (no init_cache/'
-                     'step); endless streaming is for WaveNet, the Sparse Transformer and their '
-                     'kin (experiments/sample.py renders any family to files)')
+                     'step); endless streaming is for WaveNet, SampleRNN and the Sparse '
+                     'Transformer (experiments/sample.py renders any family to files)')
   frames = [k for k in getattr(model, 'conditions', ()) if k in specs.FRAME_FEATURES]
   if frames:
     raise ValueError(f'{workdir}: the model is conditioned on {frames}, which do not go on '

@@ -8,7 +8,8 @@ Variants (combine with commas, e.g. `:two_tier,runlocal`):
             embeddings, three 1,024-wide ReLU layers, 256 linear levels; truncated BPTT over
             subsequences of 512 samples of 8-second crops (128,000 samples: 8 of context, 250
             subsequences, the last padded), batch 128, Adam 1e-3, gradients clipped at norm 1;
-            about 18 M parameters.
+            21.9 M parameters. Its cached sampler: 1,198 samples/s for one stream on 2 CPU
+            cores (0.075 x real time), 9,284 in all for 16.
   two_tier  the paper's 2-tier model: one frame tier of 16 samples (3 GRU layers of 1,024)
             over the MLP reading the last 16 codes.
   lstm      LSTM cells in place of GRUs.
@@ -27,7 +28,9 @@ Train, evaluate, sample, stream:
 A crop's first 8 samples are its context (the top tier's first input frame), so bits per
 sample are over the rest; see models/samplernn/__init__.py.
 
-Expected (runlocal, 2-core CPU): see README.md's SampleRNN table.
+Expected (mu_law,runlocal, 2-core CPU, 1,200 steps in about 7 minutes; 0.38 M parameters):
+3.23 bits per sample on the whole validation split and 3.41 on test (WaveNet runlocal: 3.32,
+3.51); the sampler at 73,000 samples/s for one stream (4.6 x real time).
 """
 
 from experiments.configs import common

@@ -21,6 +21,7 @@ from experiments import train
 import models
 from tests.conftest import ROOT
 from tests.conftest import run_module
+from tests.conftest import tiny_samplernn
 from tests.conftest import tiny_sparse_transformer
 from tests.conftest import tiny_wavenet
 
@@ -29,9 +30,11 @@ RATE = 16000
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """{family: workdir} of 2-step tiny WaveNet and Sparse Transformer (context 256) runs."""
+  """{family: workdir} of 2-step tiny WaveNet, SampleRNN and Sparse Transformer (context 256)
+  runs."""
   out = {}
-  for name, tiny in (('wavenet', tiny_wavenet), ('sparse_transformer', tiny_sparse_transformer)):
+  for name, tiny in (('wavenet', tiny_wavenet), ('samplernn', tiny_samplernn),
+                     ('sparse_transformer', tiny_sparse_transformer)):
     out[name] = str(tmp_path_factory.mktemp(name))
     train.train_and_evaluate(tiny(total_steps=2), out[name])
   return out
@@ -44,11 +47,11 @@ def _audio(workdir, streams=2, chunk=800, **kwargs):
 
 def test_the_autoregressive_families_are_the_streamable_ones():
   streamable = {n for n in models.families() if stream.is_autoregressive(models.family(n))}
-  assert {'wavenet', 'sparse_transformer'} <= streamable
+  assert {'wavenet', 'sparse_transformer', 'samplernn'} <= streamable
   assert not streamable & {'waveglow', 'melgan', 'wavegan', 'parallel_wavenet'}
 
 
-@pytest.mark.parametrize('name', ['wavenet', 'sparse_transformer'])
+@pytest.mark.parametrize('name', ['wavenet', 'samplernn', 'sparse_transformer'])
 def test_file_channels_are_the_streams_sample_py_draws(name, runs, tmp_path):
   """0.3 s (past the Sparse Transformer's 256-sample window, so it slides) in 2 channels; the
   file reads as valid while it grows, and channel i is sample.py's file i."""
