@@ -2,8 +2,9 @@ r"""Endless audio from an autoregressive model: to a file, to stdout, or over HT
 
     python -m experiments.stream --workdir=/tmp/wn --out=/tmp/wn/endless.wav [--seconds=N]
     python -m experiments.stream --workdir=/tmp/wn --out=- --format=wav | ffplay -
-    python -m experiments.stream --workdir=/tmp/wn --serve=8000 [--host=127.0.0.1] \
+    python -m experiments.stream --workdir=/tmp/wn --port=8000 [--host=127.0.0.1] \
         [--streams=4] [--max_listeners=4]      # then open http://127.0.0.1:8000/
+    ... [--state=/tmp/wn/stream.npz]           # survives a restart without a seam
 
 Every autoregressive family (the kind with `init_cache` and `step`: WaveNet, SampleRNN, the
 Sparse Transformer) samples through its own `generate` for as long as the job runs: their samplers
@@ -18,20 +19,28 @@ Outputs:
                 while it grows), `--streams` channels, until --seconds or SIGINT/SIGTERM.
   --out=-       stdout: --format=raw (16-bit little-endian PCM, channels interleaved) or wav (a
                 streaming WAV header whose sizes say "unknown", then the same PCM).
-  --serve=PORT  an HTTP server on --host (127.0.0.1 unless said otherwise) with two paths:
+  --port=PORT   an HTTP server on --host (127.0.0.1 unless said otherwise) with two paths:
                 `/` a page with an <audio> player and the live realtime factor, and
                 `/stream.wav` a never-ending mono WAV of one stream; each listener takes a free
                 stream of `--streams` (at most --max_listeners at once; the rest get 503).
                 `/status.json` feeds the page. Any other path is 404. Generation runs while
                 someone listens, ahead of the listeners by at most --buffer_chunks chunks.
 
-The job generates at the model's best speed and reports, at most every 10 s, when it falls
-behind real time (realtime factor < 1: listeners will hear gaps).
+The job generates at the model's best speed and reports, at most every 10 s, the audio so far
+and the realtime factor, with a warning when it falls behind real time (listeners will hear
+gaps). SIGTERM stops it cleanly (the file's header is complete).
+
+--state=PATH saves the sampler's state (its cache and last codes, with the settings and the
+frames streamed) after every chunk, atomically; a job started with an existing PATH and the
+same checkpoint, seed, temperature and streams resumes from it and draws exactly what the
+uninterrupted stream would have drawn: a file continues from the saved frame (anything written
+after the last saved state is cut), so the restart leaves no seam.
 """
 
 from collections.abc import Iterator
 import http.server
 import json
+import os
 import queue
 import signal
 import struct
@@ -43,6 +52,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 import soundfile as sf
 
@@ -52,6 +62,7 @@ from experiments import checkpoint
 from experiments import runtime
 from experiments import state as state_lib
 import models
+from models.layers import autoregressive
 
 ENDLESS = 2 ** 31 - 2  # samples per stream: the samplers count positions in int32
 
@@ -81,21 +92,69 @@ def load(workdir: str, step: int | None = None):
 
 def chunks(config, model, variables, *, streams: int = 1, seed: int = 0,
            temperature: float = 1.0, chunk_samples: int = 16000, global_id: int | None = None,
-           num_samples: int = ENDLESS) -> Iterator[np.ndarray]:
+           num_samples: int = ENDLESS, resume: dict | None = None,
+           keep: dict | None = None) -> Iterator[np.ndarray]:
   """Float audio chunks [streams, <= chunk_samples], `num_samples` per stream (default: as long
-  as anyone reads them)."""
+  as anyone reads them), through the family's code sampler: from a saved sampler state
+  `resume`, and with its state in keep['state'] after each chunk, where given
+  (models/layers/autoregressive.keep_state)."""
   if streams < 1:
     raise ValueError(f'--streams={streams}: expected at least 1')
-  cond = None
+  cond = {}
   ids = [k for k in getattr(model, 'conditions', ()) if k not in specs.FRAME_FEATURES]
   if ids and global_id is None:
     raise ValueError(f'the model is conditioned on {ids[0]!r}: pass --global_id')
   if ids:
     cond = {ids[0]: np.full((streams,), global_id, np.int32)}
   family = models.family(config.model_name)
-  yield from family.generate(model, variables, jax.random.key(seed), num_samples,
-                             batch=streams, cond=cond, temperature=temperature,
-                             chunk_samples=chunk_samples)
+  for codes in family.sample_codes(model, variables, jax.random.key(seed), num_samples,
+                                   batch=streams, temperature=temperature,
+                                   chunk_samples=chunk_samples, resume=resume, keep=keep,
+                                   **model.conditioning(cond)):
+    yield autoregressive.decode(model, codes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The saved sampler state: a stream that survives a restart without a seam.
+
+
+def _settings(config, step: int, streams: int, seed: int, temperature: float,
+              global_id: int | None) -> dict:
+  return {'model_name': config.model_name, 'step': step, 'streams': streams, 'seed': seed,
+          'temperature': temperature, 'global_id': global_id}
+
+
+def save_state(path: str, state: dict, settings: dict, frames: int) -> None:
+  """Writes the sampler state (host copies of its arrays), the settings it belongs to and the
+  frames streamed so far to `path` (.npz), atomically (tmp + rename)."""
+  leaves = jax.tree.leaves(jax.device_get(state))
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    np.savez(f, meta=np.array(json.dumps(dict(settings, frames=frames))), *leaves)
+  os.replace(tmp, path)
+
+
+def load_state(path: str, template: dict, settings: dict) -> tuple[dict, int]:
+  """(sampler state, frames streamed) saved in `path`, laid out as `template` (a fresh state of
+  the same sampler).
+
+  Raises:
+    ValueError: the file is not a saved state, or of another model or stream settings.
+  """
+  try:
+    with np.load(path) as f:
+      saved = json.loads(str(f['meta']))
+      leaves = [f[f'arr_{i}'] for i in range(len(f.files) - 1)]
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(f'--state={path}: not a saved stream state ({e})') from None
+  diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+  if diff:
+    raise ValueError(f'--state={path} holds a stream of other settings: ' + ', '.join(
+        f'{k} {a!r} (now {b!r})' for k, (a, b) in sorted(diff.items())))
+  flat, tree = jax.tree.flatten(template)
+  if [(a.shape, a.dtype) for a in leaves] != [(a.shape, a.dtype) for a in flat]:
+    raise ValueError(f'--state={path}: its arrays do not fit this model\'s sampler')
+  return jax.tree.unflatten(tree, [jnp.asarray(a) for a in leaves]), int(saved['frames'])
 
 
 class Pace:
@@ -105,6 +164,7 @@ class Pace:
   def __init__(self, rate: int, every: float = 10.):
     self.rate, self.every = rate, every
     self.factor, self.samples, self._t, self._warned = float('nan'), 0, time.perf_counter(), 0.
+    self._logged = self._t
 
   def __call__(self, n: int) -> float:
     now = time.perf_counter()
@@ -116,6 +176,10 @@ class Pace:
       self._warned = now
       logging.warning('behind real time: realtime factor %.2f (listeners hear gaps)',
                       self.factor)
+    if now - self._logged > self.every:
+      self._logged = now
+      logging.info('%.1f s of audio per stream, realtime factor %.2f', self.samples / self.rate,
+                   self.factor)
     return self.factor
 
   def restart(self) -> None:
@@ -139,28 +203,43 @@ def pcm(chunk: np.ndarray) -> bytes:
 
 
 def to_file(path: str, audio: Iterator[np.ndarray], rate: int, channels: int, pace: Pace,
-            seconds: float | None = None) -> int:
-  """Writes `audio` to the WAV `path` (sizes patched after every chunk); returns frames."""
+            seconds: float | None = None, frames: int = 0, on_chunk=None) -> int:
+  """Writes `audio` to the WAV `path` (sizes patched after every chunk), until it holds
+  `seconds`; returns its frames. `frames` > 0 continues the file from its first `frames`
+  (a resumed stream: anything after them came after the saved state and is cut);
+  `on_chunk(frames)` runs after each chunk is in the file."""
   limit = None if seconds is None else int(round(seconds * rate))
-  frames = 0
-  with sf.SoundFile(path, 'w', samplerate=rate, channels=channels, subtype='PCM_16',
-                    format='WAV') as f:
+  if frames and os.path.exists(path):
+    f = sf.SoundFile(path, 'r+')
+    if (f.samplerate, f.channels) != (rate, channels) or f.frames < frames:
+      f.close()
+      raise ValueError(f'--out={path}: {f.frames} frames of {f.channels} channels at '
+                       f'{f.samplerate} Hz; the saved stream wrote {frames} of {channels} at '
+                       f'{rate} Hz')
+    f.truncate(frames)
+    f.seek(frames)
+  else:
+    f = sf.SoundFile(path, 'w', samplerate=rate, channels=channels, subtype='PCM_16',
+                     format='WAV')
+  with f:
     for chunk in audio:
+      if limit is not None and frames >= limit:
+        break
       if limit is not None:
         chunk = chunk[:, :limit - frames]
       f.write(audio_lib.to_int16(chunk).T)
       f.flush()  # libsndfile rewrites the header's sizes
       frames += chunk.shape[1]
       pace(chunk.shape[1])
-      if limit is not None and frames >= limit:
-        break
+      if on_chunk is not None:
+        on_chunk(frames)
   return frames
 
 
 def to_pipe(out, audio: Iterator[np.ndarray], rate: int, channels: int, pace: Pace,
-            fmt: str = 'raw', seconds: float | None = None) -> int:
+            fmt: str = 'raw', seconds: float | None = None, on_chunk=None) -> int:
   """Writes `audio` to the binary stream `out` as raw PCM or a streaming WAV; returns frames
-  (stops quietly when the reader goes away)."""
+  (stops quietly when the reader goes away); `on_chunk(frames)` after each chunk."""
   limit = None if seconds is None else int(round(seconds * rate))
   frames = 0
   try:
@@ -173,6 +252,8 @@ def to_pipe(out, audio: Iterator[np.ndarray], rate: int, channels: int, pace: Pa
       out.flush()
       frames += chunk.shape[1]
       pace(chunk.shape[1])
+      if on_chunk is not None:
+        on_chunk(frames)
       if limit is not None and frames >= limit:
         break
   except BrokenPipeError:
@@ -214,8 +295,8 @@ class Broadcast:
   waits for the slowest listener rather than grow memory)."""
 
   def __init__(self, audio: Iterator[np.ndarray], streams: int, rate: int, max_listeners: int,
-               buffer_chunks: int = 4):
-    self.audio, self.rate = audio, rate
+               buffer_chunks: int = 4, on_chunk=None):
+    self.audio, self.rate, self.on_chunk = audio, rate, on_chunk
     self.max_listeners = min(max_listeners, streams)
     self.queues: dict[int, queue.Queue] = {}
     self.lock = threading.Lock()
@@ -255,6 +336,8 @@ class Broadcast:
       if chunk is None:
         break
       self.pace(chunk.shape[1])
+      if self.on_chunk is not None:
+        self.on_chunk(self.pace.samples)
       with self.lock:
         targets = list(self.queues.items())
       for i, q in targets:
@@ -341,11 +424,13 @@ def define_flags() -> None:
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_string('out', None, "A WAV file to grow, or '-' for stdout.")
   flags.DEFINE_enum('format', 'raw', ['raw', 'wav'], 'With --out=-: raw PCM or a streaming WAV.')
-  flags.DEFINE_integer('serve', None, 'Serve over HTTP on this port instead (0: any free one).')
-  flags.DEFINE_string('host', '127.0.0.1', 'With --serve: the address to bind.')
+  flags.DEFINE_integer('port', None, 'Serve over HTTP on this port instead (0: any free one).')
+  flags.DEFINE_string('state', None, 'Save the sampler state here after every chunk, and resume '
+                      'from it when it exists: a restarted stream continues without a seam.')
+  flags.DEFINE_string('host', '127.0.0.1', 'With --port: the address to bind.')
   flags.DEFINE_integer('streams', 1, 'Streams sampled together (channels, or listeners).')
-  flags.DEFINE_integer('max_listeners', 4, 'With --serve: listeners at once (<= --streams).')
-  flags.DEFINE_integer('buffer_chunks', 4, 'With --serve: chunks generated ahead of listeners.')
+  flags.DEFINE_integer('max_listeners', 4, 'With --port: listeners at once (<= --streams).')
+  flags.DEFINE_integer('buffer_chunks', 4, 'With --port: chunks generated ahead of listeners.')
   flags.DEFINE_float('seconds', None, 'Stop after this much audio; default never.')
   flags.DEFINE_float('chunk_seconds', 0.5, 'Audio per sampler call and per write.')
   flags.DEFINE_float('temperature', 1.0, 'Sampling temperature.')
@@ -357,8 +442,8 @@ def main(argv):
   f = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if f.workdir is None or (f.out is None) == (f.serve is None):
-    raise app.UsageError('--workdir and one of --out and --serve are required')
+  if f.workdir is None or (f.out is None) == (f.port is None):
+    raise app.UsageError('--workdir and one of --out and --port are required')
   logging.set_verbosity(logging.INFO)
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # finish the file's header and go
   with runtime.one_line_errors('stream'):
@@ -369,18 +454,29 @@ def main(argv):
     config, model, variables, step = load(f.workdir, f.step)
     rate = specs.sample_rate(config.input)
     chunk = max(1, int(round(f.chunk_seconds * rate)))
-    audio = chunks(config, model, variables, streams=f.streams, seed=f.seed,
-                   temperature=f.temperature, chunk_samples=chunk, global_id=f.global_id)
+    kwargs = dict(streams=f.streams, seed=f.seed, temperature=f.temperature,
+                  chunk_samples=chunk, global_id=f.global_id)
+    keep, resume, frames, on_chunk = {}, None, 0, None
+    if f.state is not None:
+      settings = _settings(config, step, f.streams, f.seed, f.temperature, f.global_id)
+      if os.path.exists(f.state):
+        list(chunks(config, model, variables, num_samples=0, keep=keep, **kwargs))
+        resume, frames = load_state(f.state, keep['state'], settings)
+        logging.info('resuming the stream of %s after %d frames', f.state, frames)
+      on_chunk = lambda n: save_state(f.state, keep['state'], settings, n)
+    audio = chunks(config, model, variables, resume=resume, keep=keep, **kwargs)
     title = f'{config.model_name} step {step}, {rate} Hz'
     logging.info('streaming %s from %s', title, f.workdir)
     try:
-      if f.serve is not None:
-        serve(audio, f.streams, rate, f.host, f.serve, f.max_listeners, f.buffer_chunks, title)
+      if f.port is not None:
+        serve(audio, f.streams, rate, f.host, f.port, f.max_listeners, f.buffer_chunks, title,
+              on_chunk)
       elif f.out == '-':
-        to_pipe(sys.stdout.buffer, audio, rate, f.streams, Pace(rate), f.format, f.seconds)
+        to_pipe(sys.stdout.buffer, audio, rate, f.streams, Pace(rate), f.format, f.seconds,
+                on_chunk)
       else:
         try:
-          to_file(f.out, audio, rate, f.streams, Pace(rate), f.seconds)
+          to_file(f.out, audio, rate, f.streams, Pace(rate), f.seconds, frames, on_chunk)
         except sf.LibsndfileError as e:
           raise ValueError(f'--out={f.out}: cannot write there ({e})') from None
     except KeyboardInterrupt:
@@ -388,15 +484,15 @@ def main(argv):
 
 
 def serve(audio, streams: int, rate: int, host: str, port: int, max_listeners: int,
-          buffer_chunks: int, title: str) -> None:
+          buffer_chunks: int, title: str, on_chunk=None) -> None:
   """Serves until interrupted (module docstring)."""
   if max_listeners < 1:
     raise ValueError(f'--max_listeners={max_listeners}: expected at least 1')
-  broadcast = Broadcast(audio, streams, rate, max_listeners, buffer_chunks)
+  broadcast = Broadcast(audio, streams, rate, max_listeners, buffer_chunks, on_chunk)
   try:
     server = make_server(broadcast, host, port, title)
   except OSError as e:
-    raise ValueError(f'--host={host} --serve={port}: cannot listen there ({e.strerror})') from None
+    raise ValueError(f'--host={host} --port={port}: cannot listen there ({e.strerror})') from None
   print(f'serving {title} on http://{host}:{server.server_address[1]}/ (streams: '
         f'{broadcast.max_listeners})', flush=True)
   try:

@@ -23,7 +23,7 @@ Train, evaluate, sample, stream:
   python -m experiments.train --config=experiments/configs/samplernn.py:runlocal --workdir=/tmp/srnn
   python -m experiments.evaluate --workdir=/tmp/srnn --split=validation
   python -m experiments.sample --workdir=/tmp/srnn --num_samples=1 --seconds=2 --out=/tmp/srnn/wav
-  python -m experiments.stream --workdir=/tmp/srnn --serve=8000
+  python -m experiments.stream --workdir=/tmp/srnn --port=8000
 
 A crop's first 8 samples are its context (the top tier's first input frame), so bits per
 sample are over the rest; see models/samplernn/__init__.py.

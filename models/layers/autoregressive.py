@@ -8,7 +8,9 @@ Such a family's `Model` has
   * `__call__(codes [B, T], **conditioning) -> out [B, T, ...]`, where position t sees
     codes[:, :t + 1] and predicts codes[:, t + 1].
 Its module has a code-level sampler `sample_codes(model, variables, rng, n, batch=, prompt=,
-temperature=, chunk_samples=, first_stream=, **conditioning)` yielding code chunks [B, n], and
+temperature=, chunk_samples=, first_stream=, resume=, keep=, **conditioning)` yielding code
+chunks [B, n] (`resume` / `keep`: a saved sampler state to continue from / a dict receiving it,
+`keep_state`), and
 `nll(model, out, targets)` in nats. The functions below make of these the family contract's
 `init`, `loss` and `generate` (models/__init__.py).
 """
@@ -66,6 +68,15 @@ def loss(model, variables: dict, batch: dict, nll: Callable) -> tuple:
   total = jnp.sum(jnp.where(mask, per_sample, 0.))
   mean = total / jnp.maximum(count, 1)
   return mean, {'nll': mean, 'bits_per_sample': mean / LOG2, 'weight': count}, {}
+
+
+def keep_state(keep: dict | None, cache: dict, x: jax.Array) -> None:
+  """A sampler's state {'cache', 'x'} (its cache and the last codes [B]) into `keep['state']`,
+  where `keep` is given: the samplers set it before their first chunk and after each, so that
+  a caller can save it (experiments/stream.py) and pass it back as `resume` later. The arrays
+  are valid until the sampler is asked for its next chunk (which donates the cache)."""
+  if keep is not None:
+    keep['state'] = {'cache': cache, 'x': x}
 
 
 def encode(model, wave: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.layers import autoregressive
 from models.layers import sampling
 from models.samplernn.model import cell
 from models.samplernn.model import frame_input
@@ -111,7 +112,8 @@ _unboxed = jax.jit(unboxed_params, static_argnums=(0,))
 
 def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
                  batch: int = 1, prompt: np.ndarray | None = None, temperature: float = 1.0,
-                 chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
+                 chunk_samples: int = 16000, first_stream: int = 0, resume: dict | None = None,
+                 keep: dict | None = None) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
   family's `generate` decodes them to audio.
 
@@ -126,7 +128,27 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
     temperature: divides the logits; 0 draws the most likely code.
     chunk_samples: steps per compiled scan; memory does not grow with num_samples.
     first_stream: the number of stream 0 in the draws above (processes sampling slices).
+    resume, keep: a saved state {'cache', 'x'} to continue from, and a dict that receives the
+      state before the first chunk and after each (layers/autoregressive.keep_state).
   """
+  temperature, stream0 = jnp.float32(temperature), jnp.int32(first_stream)
+  p = _unboxed(model, variables)
+  if resume is None:
+    cache, x = _start(model, p, rng, batch, prompt, temperature, chunk_samples, stream0)
+  else:
+    cache, x = resume['cache'], resume['x']
+  autoregressive.keep_state(keep, cache, x)
+  for s in range(0, num_samples, chunk_samples):
+    n = min(chunk_samples, num_samples - s)
+    cache, x, codes = _run(model, p, cache, x, rng, temperature, n, None, stream0)
+    autoregressive.keep_state(keep, cache, x)
+    yield np.asarray(codes)
+
+
+def _start(model: Model, p: dict, rng, batch: int, prompt, temperature, chunk_samples: int,
+           stream0) -> tuple[dict, jax.Array]:
+  """(cache, last code) after a prompt (default one silent code), its first C codes the
+  context and the rest teacher-forced."""
   if prompt is None:
     prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
   prompt = np.asarray(prompt, np.int32)
@@ -136,17 +158,12 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
   if prompt.shape[1] < c:  # the training crops start with C codes of context
     prompt = np.concatenate([np.full((prompt.shape[0], c - prompt.shape[1]),
                                      model.num_classes // 2, np.int32), prompt], axis=1)
-  p = _unboxed(model, variables)
   cache = init_cache(model, prompt.shape[0], p)
   cache['window'] = jnp.concatenate(  # as if fed codes 0 .. C - 2
       [cache['window'][:, :1], jnp.asarray(prompt[:, :c - 1])], axis=1)
   cache['t'] = jnp.int32(0)
   x = jnp.asarray(prompt[:, c - 1])  # its step predicts position C
-  temperature, stream0 = jnp.float32(temperature), jnp.int32(first_stream)
   for s in range(c, prompt.shape[1], chunk_samples):  # teacher-force the rest of the prompt
     forced = jnp.asarray(prompt[:, s:s + chunk_samples])
     cache, x, _ = _run(model, p, cache, x, rng, temperature, forced.shape[1], forced, stream0)
-  for s in range(0, num_samples, chunk_samples):
-    n = min(chunk_samples, num_samples - s)
-    cache, x, codes = _run(model, p, cache, x, rng, temperature, n, None, stream0)
-    yield np.asarray(codes)
+  return cache, x

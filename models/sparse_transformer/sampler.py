@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import attention as attention_lib
+from models.layers import autoregressive
 from models.layers import sampling
 from models.sparse_transformer.model import embed
 from models.sparse_transformer.model import heads_apply
@@ -126,7 +127,8 @@ _unboxed = jax.jit(unboxed_params, static_argnums=(0,))
 
 def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
                  batch: int = 1, prompt: np.ndarray | None = None, temperature: float = 1.0,
-                 chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
+                 chunk_samples: int = 16000, first_stream: int = 0, resume: dict | None = None,
+                 keep: dict | None = None) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
   family's `generate` decodes them to audio.
 
@@ -143,19 +145,28 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
     chunk_samples: steps per yielded chunk; memory does not grow with num_samples.
     first_stream: the number of stream 0 in the draws above: processes that each sample a
       slice [k, k + B) of a set of streams pass k, and together draw what one process would.
+    resume, keep: the sampler's state {'cache', 'x'} to continue from (instead of a prompt),
+      and a dict whose 'state' is set to the state before the first chunk and after each (valid
+      until the next chunk is asked for): a stream saved and resumed draws what it would have
+      drawn without the pause (layers/autoregressive.py).
   """
-  if prompt is None:
-    prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
-  prompt = np.asarray(prompt, np.int32)
-  if prompt.ndim != 2 or prompt.shape[1] < 1:
-    raise ValueError(f'prompt of shape {prompt.shape}: expected codes [B, P], P >= 1')
   p = _unboxed(model, variables)
-  cache = prefill(model, p, jnp.asarray(prompt[:, :-1]))
-  x = jnp.asarray(prompt[:, -1])  # the input at position P - 1
+  if resume is None:
+    if prompt is None:
+      prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
+    prompt = np.asarray(prompt, np.int32)
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+      raise ValueError(f'prompt of shape {prompt.shape}: expected codes [B, P], P >= 1')
+    cache = prefill(model, p, jnp.asarray(prompt[:, :-1]))
+    x = jnp.asarray(prompt[:, -1])  # the input at position P - 1
+  else:
+    cache, x = resume['cache'], resume['x']
   temperature = jnp.float32(temperature)
+  autoregressive.keep_state(keep, cache, x)
   for s in range(0, num_samples, chunk_samples):
     cache, x, codes = _run(model, p, cache, x, rng, temperature,
                            min(chunk_samples, num_samples - s), jnp.int32(first_stream))
+    autoregressive.keep_state(keep, cache, x)
     yield np.asarray(codes)
 
 

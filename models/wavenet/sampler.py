@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.layers import autoregressive
 from models.layers import sampling
 from models.wavenet.model import condition
 from models.wavenet.model import draws
@@ -227,7 +228,8 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
                  batch: int = 1, prompt: np.ndarray | None = None,
                  local: np.ndarray | None = None, global_ids: np.ndarray | None = None,
                  temperature: float = 1.0, chunk_samples: int = 16000,
-                 first_stream: int = 0) -> Iterator[np.ndarray]:
+                 first_stream: int = 0, resume: dict | None = None,
+                 keep: dict | None = None) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
   family's `generate` decodes them to audio.
 
@@ -245,9 +247,13 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
     chunk_samples: steps per compiled scan; memory does not grow with num_samples.
     first_stream: the number of stream 0 in the draws above: processes that each sample a
       slice [k, k + B) of a set of streams pass k, and together draw what one process would.
+    resume, keep: a saved state {'cache', 'x'} to continue from (instead of a prompt), and a
+      dict that receives the state before the first chunk and after each
+      (layers/autoregressive.keep_state); either runs the streams in one host thread.
   """
   if prompt is None:
-    prompt = np.full((batch, 1), model.num_classes // 2, np.int32)
+    prompt = np.full((batch if resume is None else resume['x'].shape[0], 1),
+                     model.num_classes // 2, np.int32)
   prompt = np.asarray(prompt, np.int32)
   if model.num_global and global_ids is None:
     raise ValueError('this model is globally conditioned: pass global_ids [B]')
@@ -265,16 +271,24 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
 
   def part(lo, hi):  # the chunks of streams [lo, hi)
     cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [jnp.int32(first_stream + lo)]
-    cache, x = init_cache(model, hi - lo), jnp.asarray(prompt[lo:hi, 0])
-    for s in range(1, prompt.shape[1], chunk_samples):  # teacher-force the prompt
-      forced = jnp.asarray(prompt[lo:hi, s:s + chunk_samples])
-      cache, x, _ = _run(model, w, cache, x, rng, temperature, forced.shape[1], forced, *cond)
+    if resume is None:
+      cache, x = init_cache(model, hi - lo), jnp.asarray(prompt[lo:hi, 0])
+      for s in range(1, prompt.shape[1], chunk_samples):  # teacher-force the prompt
+        forced = jnp.asarray(prompt[lo:hi, s:s + chunk_samples])
+        cache, x, _ = _run(model, w, cache, x, rng, temperature, forced.shape[1], forced, *cond)
+    else:
+      cache, x = resume['cache'], resume['x']
+    autoregressive.keep_state(keep, cache, x)
     for s in range(0, num_samples, chunk_samples):
       n = min(chunk_samples, num_samples - s)
       cache, x, codes = _run(model, w, cache, x, rng, temperature, n, None, *cond)
+      autoregressive.keep_state(keep, cache, x)
       yield np.asarray(codes)
 
-  yield from sampling.over_threads(prompt.shape[0], part)
+  if resume is not None or keep is not None:
+    yield from part(0, prompt.shape[0])
+  else:
+    yield from sampling.over_threads(prompt.shape[0], part)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -74,6 +74,51 @@ def test_file_channels_are_the_streams_sample_py_draws(name, runs, tmp_path):
     np.testing.assert_array_equal(sf.read(f, dtype='int16')[0], got[:, i])
 
 
+@pytest.mark.parametrize('name', ['wavenet', 'samplernn', 'sparse_transformer'])
+def test_a_saved_sampler_state_resumes_the_stream_exactly(name, runs, tmp_path):
+  """Two chunks straight through, against one chunk, its state saved to disk and loaded into
+  a fresh sampler, then the next chunk."""
+  workdir = runs[name]
+  config, model, variables, step = stream.load(workdir)
+  kwargs = dict(streams=2, chunk_samples=300, seed=5, temperature=1.0)
+  straight = np.concatenate(list(stream.chunks(config, model, variables, num_samples=600,
+                                               **kwargs)), axis=1)
+  keep = {}
+  first = next(stream.chunks(config, model, variables, keep=keep, **kwargs))
+  settings = stream._settings(config, step, 2, 5, 1.0, None)
+  path = str(tmp_path / 'state.npz')
+  stream.save_state(path, keep['state'], settings, 300)
+  template = {}
+  list(stream.chunks(config, model, variables, num_samples=0, keep=template, **kwargs))
+  resume, frames = stream.load_state(path, template['state'], settings)
+  assert frames == 300
+  second = next(stream.chunks(config, model, variables, resume=resume, **kwargs))
+  np.testing.assert_array_equal(np.concatenate([first, second], axis=1), straight)
+  with pytest.raises(ValueError, match=r'holds a stream of other settings: seed 5 \(now 6\)'):
+    stream.load_state(path, template['state'], dict(settings, seed=6))
+
+
+def test_a_restarted_job_continues_its_file_without_a_seam(runs, tmp_path):
+  """--state: a job stopped at 0.3 s (plus frames written after its last saved state, as a kill
+  between the two would leave) and restarted to 0.6 s writes what one run to 0.6 s writes."""
+  out, state = str(tmp_path / 'endless.wav'), str(tmp_path / 'state.npz')
+  run = lambda seconds: run_module(
+      'experiments.stream', f'--workdir={runs["samplernn"]}', f'--out={out}', f'--state={state}',
+      f'--seconds={seconds}', '--chunk_seconds=0.05', env=dict(os.environ, XLA_FLAGS=''))
+  code, log = run(0.3)
+  assert code == 0, log
+  with sf.SoundFile(out, 'r+') as f:  # written after the last saved state: to be cut
+    f.seek(0, sf.SEEK_END)
+    f.write(np.full(100, 1234, np.int16))
+  code, log = run(0.6)
+  assert code == 0 and 'resuming the stream' in log, log
+  got = sf.read(out, dtype='int16')[0]
+  ref = str(tmp_path / 'straight.wav')
+  stream.to_file(ref, _audio(runs['samplernn'], streams=1), RATE, 1, stream.Pace(RATE),
+                 seconds=0.6)
+  np.testing.assert_array_equal(got, sf.read(ref, dtype='int16')[0])
+
+
 def test_memory_does_not_grow_with_the_duration(runs):
   """Peak RSS after 400 more chunks (2 s of 2 streams) stays within 32 MB of the peak after 40."""
   audio = _audio(runs['wavenet'], chunk=80)
@@ -150,6 +195,10 @@ def test_server_pages_the_player_streams_wav_and_caps_listeners(runs):
     while broadcast.listeners() and time.time() < deadline:  # the writer notices the close
       time.sleep(0.1)
     assert broadcast.listeners() == 0
+    response, head, again = _get(port, '/stream.wav', read=44 + 2 * 4000)  # a reconnect
+    assert response.status == 200 and len(head) == 44 + 2 * 4000
+    response.close()
+    again.close()
   finally:
     broadcast.stop()
     server.shutdown()
@@ -158,7 +207,7 @@ def test_server_pages_the_player_streams_wav_and_caps_listeners(runs):
 
 def test_cli_serves_on_loopback_by_default(runs):
   proc = subprocess.Popen([sys.executable, '-m', 'experiments.stream',
-                           f'--workdir={runs["wavenet"]}', '--serve=0', '--chunk_seconds=0.05'],
+                           f'--workdir={runs["wavenet"]}', '--port=0', '--chunk_seconds=0.05'],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                           env=dict(os.environ, XLA_FLAGS=''))
   try:
@@ -168,5 +217,5 @@ def test_cli_serves_on_loopback_by_default(runs):
     response, head, _ = _get(int(match.group(1)), '/stream.wav', read=44 + 1600)
     assert response.status == 200 and len(head) == 44 + 1600
   finally:
-    proc.terminate()
-    proc.wait(timeout=60)
+    proc.terminate()  # SIGTERM: a clean stop
+    assert proc.wait(timeout=60) == 0
