@@ -351,9 +351,12 @@ class Broadcast:
       for q in self.queues.values():
         q.put(None)
 
-  def stop(self) -> None:
+  def stop(self, timeout: float = 60.) -> None:
+    """Stops the sampler thread and waits for it (a process must not exit while a thread is
+    inside a JAX computation)."""
     self.stopped = True
     self.wake.set()
+    self.thread.join(timeout)
 
 
 def make_server(broadcast: Broadcast, host: str, port: int, title: str
