@@ -263,9 +263,10 @@ restore, is skipped with a warning.
     TimeoutError: no new checkpoint for `timeout_seconds` (None: wait forever).
   """
   _check_crop(crop_samples)
-  saved = read_results(workdir, split)['steps']
-  done = {s: saved[record_key(s, eval_name, crop_samples)] for s in
-          {int(k.split('/')[0]) for k in saved} if record_key(s, eval_name, crop_samples) in saved}
+  saved = read_results(workdir, split)['steps']  # {record_key: record}, of any settings
+  steps = {int(k.split('/')[0]) for k in saved}
+  done = {s: saved[record_key(s, eval_name, crop_samples)] for s in steps
+          if record_key(s, eval_name, crop_samples) in saved}  # {step: record} of these settings
   new = {}
   writer = _writer(workdir, split)
   last_progress = time.monotonic()

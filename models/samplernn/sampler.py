@@ -114,22 +114,11 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
                  batch: int = 1, prompt: np.ndarray | None = None, temperature: float = 1.0,
                  chunk_samples: int = 16000, first_stream: int = 0, resume: dict | None = None,
                  keep: dict | None = None) -> Iterator[np.ndarray]:
-  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
-  family's `generate` decodes them to audio.
-
-  Args:
-    model, variables: the model and its {'params': ...}.
-    rng: a PRNG key; the code at position t of stream i draws with
-      fold_in(fold_in(rng, t), i), whatever the chunking and the other streams.
-    num_samples: codes to generate after the prompt.
-    batch: streams, when there is no prompt.
-    prompt: codes [B, P] to continue, P >= 1; the first C (top frame) positions are context,
-      silent before a shorter prompt. Default one silent code (not yielded).
-    temperature: divides the logits; 0 draws the most likely code.
-    chunk_samples: steps per compiled scan; memory does not grow with num_samples.
-    first_stream: the number of stream 0 in the draws above (processes sampling slices).
-    resume, keep: a saved state {'cache', 'x'} to continue from, and a dict that receives the
-      state before the first chunk and after each (layers/autoregressive.keep_state).
+  """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples], with the
+  arguments of every code sampler (models/layers/autoregressive.py; the draw of position t of
+  stream i keyed fold_in(fold_in(rng, t), i), so chunking and the other streams change nothing).
+  A prompt's first C (top frame) codes are its context, silent before a shorter prompt, and
+  the rest is teacher-forced; default one silent code (not yielded).
   """
   temperature, stream0 = jnp.float32(temperature), jnp.int32(first_stream)
   p = _unboxed(model, variables)
