@@ -157,10 +157,6 @@ def log_density(distribution: str, x: jax.Array, loc: jax.Array, log_s: jax.Arra
   return -0.5 * jnp.square(u) - log_s - 0.5 * LOG_2PI
 
 
-def draw(distribution: str, rng: jax.Array, shape) -> jax.Array:
-  return (jax.random.logistic if distribution == 'logistic' else jax.random.normal)(rng, shape)
-
-
 def mixture_log_density(logit_w: jax.Array, mu: jax.Array, log_s: jax.Array, x: jax.Array):
   """log p(x) of a mixture of logistics (a continuous density; the components on the last
   axis, x broadcast against the rest)."""
@@ -246,7 +242,7 @@ def loss(model: Student, variables: dict, batch: dict, rng) -> tuple:
   mel = _mel(model, batch)
   local = teacher.conditioning(batch)['local']
   r_noise, r_kl = jax.random.split(rng)
-  z0 = draw(model.distribution, r_noise, x_real.shape)
+  z0 = flow_vocoder.NOISES[model.latent_noise](r_noise, x_real.shape)
   x, loc, log_s = model.apply({'params': variables['params']}, z0, mel, method='flow')
   out = teacher.apply(t_params, x, local)[:, :-1]  # position t predicts step t + 1
   loc, log_s = loc[:, 1:], log_s[:, 1:]

@@ -162,13 +162,17 @@ def _inverse(model: MelFlow, variables: dict, z: jax.Array, mel: jax.Array) -> j
   return jnp.clip(jax.lax.map(one, (z, mel)), -1., 1.)
 
 
+# The standard distributions a flow's latent may follow (a Model's `latent_noise`).
+NOISES = {'normal': jax.random.normal, 'logistic': jax.random.logistic}
+
+
 @functools.partial(jax.jit, static_argnums=(2, 3, 6))
 def latent(rng: jax.Array, first_frame, frames: int, hop: int, streams: jax.Array,
            temperature, noise: str = 'normal') -> jax.Array:
   """z [B, frames hop] of frames first_frame.. of `streams` [B]: N(0, temperature^2) (or the
   standard `noise` 'logistic', times temperature), each frame's hop samples from its own stream
   key."""
-  draw = {'normal': jax.random.normal, 'logistic': jax.random.logistic}[noise]
+  draw = NOISES[noise]
 
   def one(f, i):
     return draw(sampling.stream_key(rng, f, i), (hop,))
