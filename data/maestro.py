@@ -49,11 +49,8 @@ Guarantees of `prepare`:
 """
 
 import concurrent.futures
-import contextlib
 import csv
-import ctypes
 import dataclasses
-import fcntl
 import glob
 import hashlib
 import json
@@ -61,8 +58,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import signal
-import threading
 import time
 
 from absl import logging
@@ -72,6 +67,7 @@ import tensorflow_datasets as tfds
 from data import audio as audio_lib
 from data import midi as midi_lib
 from data import specs
+from data import workers
 
 CSV_COLUMNS = specs.CSV_COLUMNS
 SPLITS = ('train', 'validation', 'test')
@@ -260,39 +256,6 @@ def _ordered_map(pool, fn, items, window: int):
     yield fut.result()
 
 
-class _SerialPool:
-  """The executor interface, run in this process (num_workers <= 1)."""
-
-  def submit(self, fn, *args):
-    fut = concurrent.futures.Future()
-    fut.set_result(fn(*args))
-    return fut
-
-  def shutdown(self, **unused_kwargs):
-    pass
-
-
-def _die_with_parent(parent: int) -> None:
-  """Pool initializer: the worker is killed when the preparing process dies, even by SIGKILL.
-
-  Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing (workers then exit when they next find the
-  pool's pipes closed).
-  """
-  try:
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-  except (OSError, AttributeError):
-    return
-  if prctl(1, signal.SIGKILL) == 0 and os.getppid() != parent:  # 1 = PR_SET_PDEATHSIG
-    os._exit(1)  # the parent died before prctl took effect
-
-
-def _kill_workers(pool) -> None:
-  """Kills a process pool's workers now (an interrupted preparation does not wait for them)."""
-  for process in list((getattr(pool, '_processes', None) or {}).values()):
-    with contextlib.suppress(OSError, ValueError):
-      process.kill()
-
-
 class Maestro(tfds.core.GeneratorBasedBuilder):
   """MAESTRO piano audio with aligned MIDI, cut into fixed-length segments."""
 
@@ -357,13 +320,13 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
     if self._num_workers > 1:
       self._pool = concurrent.futures.ProcessPoolExecutor(
           self._num_workers, mp_context=multiprocessing.get_context('spawn'),
-          initializer=_die_with_parent, initargs=(os.getpid(),))
+          initializer=workers.die_with_parent, initargs=(os.getpid(),))
     else:
-      self._pool = _SerialPool()
+      self._pool = workers.SerialPool()
     try:
       super()._download_and_prepare(dl_manager, download_config)
     except BaseException:
-      _kill_workers(self._pool)
+      workers.kill_workers(self._pool)
       raise
     finally:
       self._pool.shutdown(wait=True, cancel_futures=True)
@@ -524,15 +487,6 @@ def check_source(builder: 'Maestro', manual_dir: str | None) -> None:
                  recorded.get('manual_dir'), asked['manual_dir'])
 
 
-@contextlib.contextmanager
-def _file_lock(path: str):
-  """An exclusive lock on `path`: concurrent jobs on one machine prepare once."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    yield
-
-
 def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
             data_dir: str | None = None, **builder_kwargs) -> Maestro:
   """The prepared builder: MAESTRO from `manual_dir`, or the embedded corpus when it is None.
@@ -557,7 +511,7 @@ def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
   if not builder.is_prepared():
     # data_dir/maestro/<config>/<version>: the lock lives in data_dir (TFDS's default if None).
     root = data_dir or os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
-    with _exit_on_sigterm(), _file_lock(os.path.join(root, '.prepare.lock')):
+    with workers.exit_on_sigterm(), workers.file_lock(os.path.join(root, '.prepare.lock')):
       if asked is None and not os.path.exists(manual_dir):
         from data import corpus  # pylint: disable=g-import-not-at-top
         logging.info('Generating the embedded corpus in %s', manual_dir)
@@ -580,35 +534,6 @@ def _remove_incomplete(builder: Maestro) -> None:
   for path in sorted(glob.glob(os.path.join(os.path.dirname(builder.data_dir), 'incomplete.*'))):
     shutil.rmtree(path, ignore_errors=True)
     logging.warning('Removed %s, left by an earlier preparation that was killed', path)
-
-
-class _Terminated(BaseException):
-  """SIGTERM arrived while preparing (a BaseException: no `except Exception` swallows it)."""
-
-
-@contextlib.contextmanager
-def _exit_on_sigterm():
-  """On SIGTERM, unwind (TFDS removes its temporary directory, the workers are killed) and exit 0.
-
-  Only in the main thread (the only one that can take signals); the previous handler comes back
-  afterwards.
-  """
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-
-  def handler(signum, frame):
-    del signum, frame
-    raise _Terminated()
-
-  previous = signal.signal(signal.SIGTERM, handler)
-  try:
-    yield
-  except _Terminated:
-    logging.warning('SIGTERM: stopped preparing the dataset and removed what it had written')
-    raise SystemExit(0) from None
-  finally:
-    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def describe(builder: Maestro) -> str:

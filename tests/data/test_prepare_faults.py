@@ -18,6 +18,7 @@ import soundfile as sf
 
 from data import audio
 from data import maestro
+from data import workers
 from tests.conftest import ROOT
 from tests.conftest import TEST_CONFIG
 
@@ -304,7 +305,7 @@ def test_complete_dataset_is_read_without_the_lock(tiny_built, tiny_dir, tmp_pat
   def no_lock(path):
     raise AssertionError(f'took the lock {path}')
 
-  monkeypatch.setattr(maestro, '_file_lock', no_lock)
+  monkeypatch.setattr(workers, 'file_lock', no_lock)
   b = maestro.prepare(TEST_CONFIG, manual_dir=tiny_dir, data_dir=copy)
   assert len(b.as_data_source()['train']) == 2
   assert not os.path.exists(os.path.join(copy, '.prepare.lock'))
