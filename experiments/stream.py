@@ -62,7 +62,6 @@ from experiments import checkpoint
 from experiments import runtime
 from experiments import state as state_lib
 import models
-from models.layers import autoregressive
 
 ENDLESS = 2 ** 31 - 2  # samples per stream: the samplers count positions in int32
 
@@ -95,23 +94,21 @@ def chunks(config, model, variables, *, streams: int = 1, seed: int = 0,
            num_samples: int = ENDLESS, resume: dict | None = None,
            keep: dict | None = None) -> Iterator[np.ndarray]:
   """Float audio chunks [streams, <= chunk_samples], `num_samples` per stream (default: as long
-  as anyone reads them), through the family's code sampler: from a saved sampler state
-  `resume`, and with its state in keep['state'] after each chunk, where given
+  as anyone reads them), from the family's `generate`: from a saved sampler state `resume`,
+  and with its state in keep['state'] after each chunk, where given
   (models/layers/autoregressive.keep_state)."""
   if streams < 1:
     raise ValueError(f'--streams={streams}: expected at least 1')
-  cond = {}
+  cond = None
   ids = [k for k in getattr(model, 'conditions', ()) if k not in specs.FRAME_FEATURES]
   if ids and global_id is None:
     raise ValueError(f'the model is conditioned on {ids[0]!r}: pass --global_id')
   if ids:
     cond = {ids[0]: np.full((streams,), global_id, np.int32)}
   family = models.family(config.model_name)
-  for codes in family.sample_codes(model, variables, jax.random.key(seed), num_samples,
-                                   batch=streams, temperature=temperature,
-                                   chunk_samples=chunk_samples, resume=resume, keep=keep,
-                                   **model.conditioning(cond)):
-    yield autoregressive.decode(model, codes)
+  yield from family.generate(model, variables, jax.random.key(seed), num_samples,
+                             batch=streams, cond=cond, temperature=temperature,
+                             chunk_samples=chunk_samples, resume=resume, keep=keep)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,9 @@ What a family exports besides, by kind; each capability comes with its contract 
 tests/models/test_<name>.py:
 
   autoregressive  init_cache(model, batch) and step(model, params, cache, x, ...) ->
-                  (output, cache), a cached sampler on lax.scan; tests: step-by-step outputs
+                  (output, cache), a cached sampler on lax.scan, and `generate` taking
+                  `resume` / `keep` besides (a saved sampler state to continue from / a dict
+                  receiving it: layers/autoregressive.keep_state); tests: step-by-step outputs
                   equal the parallel pass, and output t has zero gradient w.r.t. input > t.
   flow            forward(model, variables, x, cond) -> (z, log_det) and
                   inverse(model, variables, z, cond) -> x; tests: inverse(forward(x)) == x,

@@ -38,6 +38,16 @@ def check_encoding(model) -> None:
     raise ValueError(f'model.num_classes={model.num_classes}: expected 2^bits codes')
 
 
+class Unconditional:
+  """Mixin of a code Model (before nn.Module in its bases) that reads no batch key besides
+  'audio': no `conditions`, and an empty `conditioning`."""
+  conditions = ()
+
+  def conditioning(self, batch: dict) -> dict:
+    del batch
+    return {}
+
+
 def bits(model) -> int:
   return int(model.num_classes).bit_length() - 1
 
@@ -92,9 +102,10 @@ def decode(model, codes: np.ndarray) -> np.ndarray:
 def generate(sample_codes: Callable, model, variables: dict, rng: jax.Array, num_samples: int,
              *, batch: int = 1, prompt: np.ndarray | None = None, cond: dict | None = None,
              temperature: float = 1.0, chunk_samples: int = 16000,
-             first_stream: int = 0) -> Iterator[np.ndarray]:
+             first_stream: int = 0, **options) -> Iterator[np.ndarray]:
   """The contract's `generate` of a code model: float prompt [B, P] -> codes -> the family's
-  `sample_codes` -> float audio chunks [B, <= chunk_samples]."""
+  `sample_codes` -> float audio chunks [B, <= chunk_samples]; `options` go to `sample_codes`
+  (its `resume` and `keep`: a saved sampler state, `keep_state`)."""
   if num_samples < 0:
     raise ValueError(f'num_samples={num_samples}: expected >= 0')
   codes = None
@@ -106,5 +117,5 @@ def generate(sample_codes: Callable, model, variables: dict, rng: jax.Array, num
   conditioning = model.conditioning(cond or {})
   for chunk in sample_codes(model, variables, rng, num_samples, batch=batch, prompt=codes,
                             temperature=temperature, chunk_samples=chunk_samples,
-                            first_stream=first_stream, **conditioning):
+                            first_stream=first_stream, **options, **conditioning):
     yield decode(model, chunk)

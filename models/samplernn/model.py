@@ -15,7 +15,7 @@ from models.layers import params as params_lib
 RNNS = {'gru': 3, 'lstm': 4}  # gate blocks per cell
 
 
-class Model(nn.Module):
+class Model(autoregressive.Unconditional, nn.Module):
   """SampleRNN; `Model(**config.model)`. Logical axes: batch, time, embed (a tier's width),
   mlp (recurrent gates), vocab (codes)."""
   num_classes: int = 256  # 2^bits of config.input (models.create derives it)
@@ -41,12 +41,6 @@ class Model(nn.Module):
                        f'top frame size {f[0]}')
     autoregressive.check_encoding(self)
     super().__post_init__()
-
-  conditions = ()  # unconditional: reads no batch key besides 'audio'
-
-  def conditioning(self, batch: dict) -> dict:
-    del batch
-    return {}
 
   @property
   def context(self) -> int:

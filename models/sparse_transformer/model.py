@@ -28,7 +28,7 @@ POSITIONS = ('factorized', 'rope')
 IMPLS = attention_lib.IMPLEMENTATIONS + ('reference',)  # 'reference': dense under the mask
 
 
-class Model(nn.Module):
+class Model(autoregressive.Unconditional, nn.Module):
   """Sparse Transformer; `Model(**config.model)`. Logical axes: batch, time, embed, heads, kv
   (per-head channels), mlp, vocab."""
   num_classes: int = 256  # 2^bits of config.input (models.create derives it)
@@ -76,12 +76,6 @@ class Model(nn.Module):
       raise ValueError(f'model.summary={self.summary}: expected 1..model.block={self.block}')
     autoregressive.check_encoding(self)
     super().__post_init__()
-
-  conditions = ()  # unconditional: reads no batch key besides 'audio'
-
-  def conditioning(self, batch: dict) -> dict:
-    del batch
-    return {}
 
   @property
   def receptive_field(self) -> int:
