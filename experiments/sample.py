@@ -161,7 +161,7 @@ def midi_seconds(path: str) -> float:
   return notes.end_time
 
 
-def _check_flags(seconds: float | None, temperature: float,
+def check_flags(seconds: float | None, temperature: float,
                  prompt_seconds: float | None) -> None:
   """One-line errors for lengths and a temperature no sampler can use."""
   if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
@@ -252,7 +252,7 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   """
   if num_samples < 1:
     raise ValueError(f'--num_samples={num_samples}: expected at least 1')
-  _check_flags(seconds, temperature, prompt_seconds)
+  check_flags(seconds, temperature, prompt_seconds)
   state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
   step = int(state['step'])
   model = models.create(config)

@@ -60,6 +60,7 @@ from data import audio as audio_lib
 from data import specs
 from experiments import checkpoint
 from experiments import runtime
+from experiments import sample as sample_lib
 from experiments import state as state_lib
 import models
 
@@ -447,10 +448,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # finish the file's header and go
   with runtime.one_line_errors('stream'):
-    if f.seconds is not None and not (0 < f.seconds < float('inf')):
-      raise ValueError(f'--seconds={f.seconds}: expected a finite length > 0')
-    if not (0 <= f.temperature < float('inf')):
-      raise ValueError(f'--temperature={f.temperature}: expected a finite temperature >= 0')
+    sample_lib.check_flags(f.seconds, f.temperature, None)
     config, model, variables, step = load(f.workdir, f.step)
     rate = specs.sample_rate(config.input)
     chunk = max(1, int(round(f.chunk_seconds * rate)))
