@@ -137,7 +137,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, game=Non
   game = game or sys.modules[__name__]
   if game is sys.modules[__name__]:
     for attr, what, trainer in (('discriminator_loss', 'a GAN', 'train_gan'),
-                                ('teacher_of', 'a distillation student', 'train_distill')):
+                                ('teacher_of', 'a distillation student', 'train_distill'),
+                                ('codes_below', 'a VQ-VAE level or prior', 'train_vqvae')):
       if hasattr(models.family(config.model_name), attr):
         raise ValueError(f'config.model_name={config.model_name!r} is {what}: train it with '
                          f'experiments/{trainer}.py')

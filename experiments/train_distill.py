@@ -43,23 +43,25 @@ def with_teacher(config: ml_collections.ConfigDict) -> tuple[ml_collections.Conf
   return config, state['params']
 
 
-def init_fn_with(teacher_params: dict):
-  """The game's init_fn: train.py's state with the teacher's trained parameters in place of
-  the random ones of the family's `init`."""
+def init_fn_with(values: dict, collection: str = 'teacher'):
+  """The game's init_fn: train.py's state with the model state `collection` set to `values`
+  (host arrays: a frozen teacher's trained parameters, or a hierarchy's frozen levels,
+  experiments/train_vqvae.py) in place of the random ones of the family's `init`."""
   def init_fn(config, family, model):
     base = train.init_fn(config, family, model)
 
     def init(rng):
       state = base(rng)
-      boxed = state['model_state']['teacher']
+      boxed = state['model_state'][collection]
       shapes = jax.tree.map(np.shape, nn.unbox(boxed))
-      given = jax.tree.map(np.shape, teacher_params)
+      given = jax.tree.map(np.shape, values)
       if shapes != given:
-        raise ValueError(f'the parameters in config.teacher_workdir={config.teacher_workdir!r} '
-                         'do not fit the teacher its config.json describes')
-      state['model_state']['teacher'] = jax.tree.map(
+        source = config.get('teacher_workdir') or config.get('below_workdir')
+        raise ValueError(f'the variables loaded from {source!r} do not fit the model '
+                         f'state {collection!r} that its config.json describes')
+      state['model_state'][collection] = jax.tree.map(
           lambda b, v: b.replace_boxed(jnp.asarray(v)) if isinstance(
-              b, nn.meta.AxisMetadata) else jnp.asarray(v), boxed, teacher_params,
+              b, nn.meta.AxisMetadata) else jnp.asarray(v), boxed, values,
           is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
       return state
     return init

@@ -85,7 +85,9 @@ The data facts. `create` fills these Model fields (when the Model has them) from
 frame features named in the Model's `local_keys` (which must be among
 `config.input.frame_features`), and `mel_settings`, the input's log-mel as sorted (key, value)
 pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames).
-For a distillation student, `teacher` and `teacher_name` come from `config.teacher` (the
+For a VQ-VAE level or prior (models/vqvae, models/vqvae_prior), `levels` comes from
+`config.levels` (the frozen levels' run configs, experiments/train_vqvae.py): each level's Model
+fields as sorted pairs. For a distillation student, `teacher` and `teacher_name` come from `config.teacher` (the
 teacher run's whole config, which must read the same dataset and mel): the teacher Model's
 keyword arguments as sorted pairs, and its family. A config that sets one of them to another
 value fails with a one-line error naming the key.
@@ -143,6 +145,8 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
     facts['teacher_name'] = teacher.model_name
     facts['teacher'] = tuple(sorted(model_kwargs(teacher, family(teacher.model_name).Model)
                                     .items()))
+  if 'levels' in config:  # a VQ-VAE level or prior: the frozen levels below it, from their runs
+    facts['levels'] = levels(config)
   if local_keys:
     missing = [k for k in local_keys if k not in data.frame_features]
     if missing:
@@ -152,10 +156,36 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
   return facts
 
 
+def levels(config: ml_collections.ConfigDict) -> tuple:
+  """The Model fields of each run in `config.levels` ({'level1': run config, ...}, level 1
+  first), as sorted (name, value) pairs; each must read the audio that `config.input` reads."""
+  out = []
+  for i in range(1, len(config.levels) + 1):
+    run = config.levels[f'level{i}']
+    ours, theirs = ((specs.dataset(c.input.dataset).sample_rate, c.input.encoding, c.input.bits)
+                    for c in (config, run))
+    if ours != theirs:
+      raise ValueError(f'config.levels.level{i}.input (sample rate, encoding, bits) = {theirs}, but '
+                       f'config.input gives {ours}: a level above reads the audio of the levels '
+                       'below')
+    out.append(tuple(sorted(model_kwargs(run, family(run.model_name).Model).items())))
+  return tuple(out)
+
+
+def _hashable(value):
+  """Lists as tuples and dicts as sorted (key, value) pairs, recursively: modules must hash."""
+  if isinstance(value, (list, tuple)):
+    return tuple(_hashable(v) for v in value)
+  if isinstance(value, (dict, ml_collections.ConfigDict)):
+    return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+  return value
+
+
 def model_kwargs(config: ml_collections.ConfigDict, model_cls: type) -> dict:
-  """config.model with the data facts filled in (lists as tuples: modules must hash)."""
+  """config.model with the data facts filled in (lists as tuples and dicts as sorted pairs:
+  modules must hash)."""
   fields = {f.name for f in dataclasses.fields(model_cls)}
-  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items()}
+  kwargs = {k: _hashable(v) for k, v in config.model.items()}
   facts = data_facts(config, kwargs.get('local_keys', ()))
   for name, value in facts.items():
     if name not in fields:

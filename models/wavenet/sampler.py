@@ -148,11 +148,12 @@ def _stream_draws(model: Model, rng: jax.Array, t: jax.Array, streams: jax.Array
 @functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=(2,))
 def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
          temperature: jax.Array, n: int, forced: jax.Array | None, gproj: jax.Array | None,
-         local: jax.Array | None, stream0: jax.Array):
+         local: jax.Array | None, local_offset: jax.Array, stream0: jax.Array):
   """n steps of streams stream0 + [0, B) from their input codes x [B].
 
   `forced` [B, n] replaces the sampled codes (a prompt); `gproj` [B, L, 2, H] and `local`
-  [B, F, C] are the global and local conditioning, or None. The steps run in blocks of
+  [B, F, C] are the global and local conditioning, or None; local[:, 0] is frame
+  `local_offset`. The steps run in blocks of
   `_BLOCK`: a block draws its random numbers at once, and takes the past taps of each dilation
   >= its length, which all precede the block, through their kernels in one matmul, leaving per
   step only the taps of the short dilations.
@@ -164,7 +165,7 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
   if local is not None:  # this chunk's frames, projected once per layer
     hop, last = model.hop_length, local.shape[1] - 1
     nf = n // hop + 2
-    f0 = jnp.minimum((cache['t'] + 1) // hop, last)
+    f0 = jnp.minimum((cache['t'] + 1) // hop - local_offset, last)
     padded = jnp.concatenate([local, jnp.repeat(local[:, -1:], nf, axis=1)], axis=1)
     frames = jax.lax.dynamic_slice_in_dim(padded, f0, nf, axis=1)  # [B, nf, C]
     lproj = jnp.einsum('bfc,clh->bflh', frames, w['local']['kernel']) + w['local']['bias']
@@ -174,7 +175,7 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
     cache, x = carry
     cond = None
     if local is not None:
-      f = jnp.minimum((cache['t'] + 1) // hop, last)
+      f = jnp.minimum((cache['t'] + 1) // hop - local_offset, last)
       cond = jax.lax.dynamic_index_in_dim(lproj, f - f0, axis=1, keepdims=False)  # [B, L, 2H]
     out, cache = _step(model, w, cache, x, cond, xs['pre'])
     if forced is None:
@@ -226,8 +227,8 @@ def _prepare(model: Model, variables: dict, global_ids: jax.Array | None,
 
 def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
                  batch: int = 1, prompt: np.ndarray | None = None,
-                 local: np.ndarray | None = None, global_ids: np.ndarray | None = None,
-                 temperature: float = 1.0, chunk_samples: int = 16000,
+                 local: np.ndarray | None = None, local_offset: int = 0,
+                 global_ids: np.ndarray | None = None, temperature: float = 1.0, chunk_samples: int = 16000,
                  first_stream: int = 0, resume: dict | None = None,
                  keep: dict | None = None) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
@@ -242,6 +243,9 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
     prompt: codes [B, P] to continue; default one silent code per stream (not yielded).
     local: frame features [B, F, D] covering prompt and continuation, frame f holding samples
       [f hop, (f + 1) hop).
+    local_offset: the frame number of local[:, 0]: a window of the frames, which must hold
+      every frame the steps read (with its neighbours, for the width-3 frame convolution),
+      so that a long stream's conditioning can arrive in pieces (models/vqvae/hierarchy.py).
     global_ids: [B] int32.
     temperature: scales the logits (softmax) or the logistic scales (mixture).
     chunk_samples: steps per compiled scan; memory does not grow with num_samples.
@@ -270,7 +274,8 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
   temperature = jnp.float32(temperature)
 
   def part(lo, hi):  # the chunks of streams [lo, hi)
-    cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [jnp.int32(first_stream + lo)]
+    cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [
+        jnp.int32(local_offset), jnp.int32(first_stream + lo)]
     if resume is None:
       cache, x = init_cache(model, hi - lo), jnp.asarray(prompt[lo:hi, 0])
       for s in range(1, prompt.shape[1], chunk_samples):  # teacher-force the prompt
