@@ -3,7 +3,7 @@ r"""Audio from a checkpoint, written as 16-bit .wav files.
     python -m experiments.sample --workdir=/tmp/wn --num_samples=4 --seconds=10 --out=/tmp/wn/wav \
         [--step=N] [--temperature=1.0] [--seed=0] [--chunk_seconds=1] \
         [--prompt=piece.wav --prompt_seconds=2] [--midi=piece.mid] [--mel_from=piece.wav] \
-        [--mel=frames.npy] [--global_id=K]
+        [--mel=frames.npy] [--global_id=K] [--temperatures=0.9,1,1,1]
 
 Streams `num_samples` at once through the family's `generate` (models/__init__.py: float
 audio chunks, the same call for every family) and appends each chunk of `chunk_seconds` to its
@@ -27,6 +27,10 @@ Prints progress and the realtime factor: seconds of audio per second of wall tim
   --mel       saved log-mel frames instead: a .npy of float [F, n_mels] (or [1, F, n_mels])
               computed with config.input.mel at the dataset's hop (e.g. by an acoustic model).
   --global_id the id of a model conditioned on a key of global ids (e.g. 'instrument').
+  --temperatures  one temperature per stage of a VQ-VAE hierarchy (models/vqvae_prior: the
+              prior's first, then each level's decoder from the top), in place of
+              --temperature. From a level's workdir (models/vqvae) the file holds the prompt,
+              then the level's reconstruction of it (what the level's codes keep).
 
 Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1, each written as
 <name>.partial and renamed once complete (a failed run leaves no finished-looking file); one
@@ -161,13 +165,16 @@ def midi_seconds(path: str) -> float:
   return notes.end_time
 
 
-def check_flags(seconds: float | None, temperature: float,
+def check_flags(seconds: float | None, temperature: float | tuple[float, ...],
                  prompt_seconds: float | None) -> None:
-  """One-line errors for lengths and a temperature no sampler can use."""
+  """One-line errors for lengths and a temperature (or per-stage temperatures) no sampler can
+  use."""
   if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
     raise ValueError(f'--seconds={seconds}: expected a finite length > 0')
-  if not (math.isfinite(temperature) and temperature >= 0):
-    raise ValueError(f'--temperature={temperature}: expected a finite temperature >= 0')
+  flag = '--temperatures' if isinstance(temperature, tuple) else '--temperature'
+  for t in temperature if isinstance(temperature, tuple) else (temperature,):
+    if not (math.isfinite(t) and t >= 0):
+      raise ValueError(f'{flag}={temperature}: expected finite temperatures >= 0')
   if prompt_seconds is not None and not (math.isfinite(prompt_seconds) and prompt_seconds > 0):
     raise ValueError(f'--prompt_seconds={prompt_seconds}: expected a finite length > 0')
 
@@ -223,7 +230,8 @@ def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | 
 
 
 def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
-           step: int | None = None, temperature: float = 1.0, prompt: str | None = None,
+           step: int | None = None, temperature: float | tuple[float, ...] = 1.0,
+           prompt: str | None = None,
            prompt_seconds: float | None = None, midi: str | None = None, seed: int = 0,
            chunk_seconds: float = 1.0, global_id: int | None = None,
            mel_from: str | None = None, mel: str | None = None) -> list[str]:
@@ -235,7 +243,8 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
     seconds: new audio per file, after the prompt; None: the MIDI's (or --mel_from wav's)
       length less the prompt.
     out_dir: where the files go (created).
-    step, temperature, seed: which checkpoint, and how to draw.
+    step, temperature, seed: which checkpoint, and how to draw; `temperature` a tuple: one
+      per stage of a hierarchy (--temperatures).
     prompt, prompt_seconds: a wav to continue, and how much of it.
     midi: a MIDI file for a MIDI-conditioned model.
     chunk_seconds: audio per compiled sampler call and per write.
@@ -256,6 +265,10 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
   step = int(state['step'])
   model = models.create(config)
+  if isinstance(temperature, tuple) and not hasattr(model, 'levels'):
+    raise ValueError(f'--temperatures={",".join(map(str, temperature))}: per-stage temperatures '
+                     f'are for VQ-VAE hierarchies; {workdir} holds a {config.model_name}: pass '
+                     '--temperature')
   if mel_from is not None and mel is not None:
     raise ValueError(f'--mel_from={mel_from} and --mel={mel}: pass one')
   mel_source = mel_from if mel_from is not None else mel
@@ -369,6 +382,8 @@ def define_flags() -> None:
   flags.DEFINE_string('out', None, 'Output directory.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_float('temperature', 1.0, 'Sampling temperature.')
+  flags.DEFINE_list('temperatures', None, 'A VQ-VAE hierarchy: one temperature per stage, the '
+                    'prior first, then each level from the top (in place of --temperature).')
   flags.DEFINE_string('prompt', None, 'A wav file to continue.')
   flags.DEFINE_float('prompt_seconds', None, 'Use this much of the prompt; default all of it.')
   flags.DEFINE_string('midi', None, 'MIDI file for a MIDI-conditioned model.')
@@ -387,7 +402,14 @@ def main(argv):
     raise app.UsageError('--workdir and --out are required')
   with runtime.one_line_errors('sample'):
     distributed.initialize()
-    sample(f.workdir, f.num_samples, f.seconds, f.out, f.step, f.temperature, f.prompt,
+    temperature = f.temperature
+    if f.temperatures:
+      try:
+        temperature = tuple(float(t) for t in f.temperatures)
+      except ValueError:
+        raise ValueError(f'--temperatures={",".join(f.temperatures)}: expected numbers, '
+                         'e.g. 0.9,1,1') from None
+    sample(f.workdir, f.num_samples, f.seconds, f.out, f.step, temperature, f.prompt,
            f.prompt_seconds, f.midi, f.seed, f.chunk_seconds, f.global_id, f.mel_from, f.mel)
   distributed.shutdown()
 

@@ -104,6 +104,36 @@ def tiny_samplernn(**overrides):
   return _tiny('samplernn', dict(dim=32, embed_dim=8, tbptt_samples=128), 264, 4, overrides)
 
 
+VQVAE_TINY_LEVEL = dict(channels=8, res_blocks=1, codebook_size=16, code_dim=4)
+VQVAE_TINY_DECODER = dict(num_layers=3, dilation_cycle=3, residual_channels=8, gate_channels=16,
+                          skip_channels=8, local_channels=8)
+
+
+def tiny_vqvae(variant: str, **overrides):
+  """experiments/configs/vqvae.py:<variant>,runlocal shrunk to seconds, 4 steps: levels of 16
+  codes of 4 dimensions over width-8 encoders and 3-layer decoders, on crops of 512 x the
+  level's input hop; the prior a 1-layer Sparse Transformer over 16 top codes, on crops of
+  2,048 samples."""
+  c = common.load(config_path('vqvae') + f':{variant},runlocal')
+  with c.unlocked():
+    if c.model_name == 'vqvae':
+      c.model.update(VQVAE_TINY_LEVEL)
+      c.model.decoder.update(VQVAE_TINY_DECODER)
+      c.input.crop_samples = 512 * {1: 1, 2: 8, 3: 32}[c.level]
+    else:
+      c.model.prior_model.update(num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
+                                 max_length=16, block=4, summary=2)
+      c.input.crop_samples = 2048
+    c.microbatches = 1
+    c.total_steps = 4
+    c.log_every_steps = 2
+    no_evals(c)
+    c.checkpoint.every_steps = 2
+    c.optim.warmup_steps = 2
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
 def tiny_flow(name: str, **overrides):
   """The runlocal flow vocoder `name` shrunk to seconds: 8 x 1,024-sample crops (2 frames), a
   handful of small flows, 4 steps."""
