@@ -19,7 +19,10 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
     windows of `--steps` steps, after compilation and a warm-up);
   * the matmul FLOPs per sample (2 x the multiply-adds of every per-sample kernel, x 3 for the
     backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
-    float32 matmul peak.
+    float32 matmul peak;
+  * for a VQ-VAE level or prior (experiments/configs/vqvae.py, random levels), the time its
+    step spends coding the batch through the frozen levels below (`frozen_levels_s`, timed
+    alone) and its fraction of the step: what codes precomputed into a dataset would save.
 
 --what=sampler measures the family's `generate` (float audio from its cached sampler: per-layer
 queues or KV caches on lax.scan) of `--config`'s model with random parameters, for 1 and 16
@@ -102,6 +105,7 @@ from data import corpus
 from data import maestro
 from data import pipeline
 from data import specs
+from experiments import attention_benchmark
 from experiments import distill_benchmark
 from experiments import distributed
 from experiments import flow_benchmark
@@ -299,13 +303,7 @@ def model_train_flops_per_sample(config) -> float:
   return 6. * per_sample
 
 
-def _median_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+_median_time = attention_benchmark.median_time
 
 
 def random_batch(input_config, rng: np.random.Generator, batch_size: int | None = None,
@@ -349,16 +347,32 @@ def bench_train() -> dict:
 
     run()  # compile + warm-up
     seconds = _median_time(run, FLAGS.repeats) / FLAGS.steps
+    frozen = _frozen_levels_seconds(family, model, holder[0], batch)
   rate = b * t / seconds
   flops = model_train_flops_per_sample(config)
   peak = matmul_peak_gflops()
   logging.info('train: %.0f samples/s, %.1f GFLOP/s of %.1f peak', rate, rate * flops / 1e9,
                peak)
-  return {'train_batch_size': b, 'train_crop_samples': t, 'train_step_s': seconds,
+  if frozen is not None:
+    frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
+  return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_step_s': seconds,
           'train_samples_per_s': rate, 'train_flops_per_sample': flops,
           'train_gflops_per_s': rate * flops / 1e9, 'matmul_peak_gflops': peak,
           'train_fraction_of_matmul_peak': rate * flops / 1e9 / peak,
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
+
+
+def _frozen_levels_seconds(family, model, state, batch) -> float | None:
+  """For a VQ-VAE level or prior over frozen levels: the seconds the step spends coding the
+  batch through them (what precomputed codes would save), timed alone; else None."""
+  if not getattr(model, 'levels', ()) or not hasattr(family, 'codes_below'):
+    return None
+  encode = jax.jit(lambda v, audio: family.codes_below(model, v, audio))
+  variables = state_lib.variables(state)
+  run = lambda: jax.block_until_ready([encode(variables, batch['audio'])
+                                       for _ in range(FLAGS.steps)])
+  run()
+  return _median_time(run, FLAGS.repeats) / FLAGS.steps
 
 
 def random_model(config) -> tuple:
@@ -447,53 +461,6 @@ def bench_memory() -> dict:
   return {'memory': out}
 
 
-def _time_exponent(lengths: list[int], seconds: list[float | None]) -> float | None:
-  """Least-squares slope of log(seconds) against log(n); None below 2 measured lengths."""
-  pts = [(n, t) for n, t in zip(lengths, seconds) if t is not None]
-  if len(pts) < 2:
-    return None
-  return float(np.polyfit(*np.log(np.array(pts, float)).T, 1)[0])
-
-
-def dense_in_chunks(q, k, v, chunk: int):
-  """Causal dense attention, `chunk` queries at a time, each chunk rematerialised in the backward
-  pass: the dense FLOPs in O(chunk x n) memory, for lengths whose n x n scores do not fit."""
-  b, n, h, d = q.shape
-  qs = q.reshape(b, n // chunk, chunk, h, d).swapaxes(0, 1)  # [n / chunk, B, chunk, H, D]
-
-  @jax.checkpoint
-  def one(args):
-    qc, i = args
-    s = jnp.einsum('bqhd,bkhd->bhqk', qc, k, preferred_element_type=jnp.float32) / np.sqrt(d)
-    allowed = jnp.arange(n)[None, :] <= i * chunk + jnp.arange(chunk)[:, None]  # [chunk, n]
-    p = jax.nn.softmax(jnp.where(allowed, s, -jnp.inf), axis=-1)
-    return jnp.einsum('bhqk,bkhd->bqhd', p.astype(v.dtype), v)
-
-  out = jax.lax.map(one, (qs, jnp.arange(n // chunk)))
-  return out.swapaxes(0, 1).reshape(b, n, h, d)
-
-
-def compile_attention(fn, shape: tuple[int, ...], dtype):
-  """The compiled forward + backward pass of sum(fn(q, k, v)) and its peak memory in GiB
-  (argument + output + scratch bytes; None where the backend does not say)."""
-  loss = lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32))
-  x = jax.ShapeDtypeStruct(shape, dtype)
-  compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x).compile()
-  m = compiled.memory_analysis()
-  if m is None:
-    return compiled, None
-  return compiled, (m.temp_size_in_bytes + m.argument_size_in_bytes +
-                    m.output_size_in_bytes) / 2**30
-
-
-def time_attention(compiled, shape: tuple[int, ...], dtype, repeats: int) -> float:
-  """Median seconds of `compiled` on random q, k, v, after a warm-up."""
-  q, k, v = (jax.random.normal(r, shape, dtype) for r in jax.random.split(jax.random.key(0), 3))
-  run = lambda: jax.block_until_ready(compiled(q, k, v))
-  run()
-  return _median_time(run, repeats)
-
-
 def _sparse_transformer_config():
   """(config, where it came from): --config if it names the Sparse Transformer, else the
   runlocal variant of its experiment file (a CPU-sized model); (None, why) without one."""
@@ -532,10 +499,13 @@ def bench_attention() -> dict:
         fn = functools.partial(attention.attend, pattern=p, block=l,
                                summary=FLAGS.attention_summary, impl=FLAGS.attention_impl)
         if chunked:
-          fn = functools.partial(dense_in_chunks, chunk=FLAGS.attention_dense_chunk)
+          fn = functools.partial(attention_benchmark.dense_in_chunks,
+                                 chunk=FLAGS.attention_dense_chunk)
           row['dense_in_chunks_of'] = FLAGS.attention_dense_chunk
-        compiled, row['peak_gib'][p] = compile_attention(fn, (b, n, h, d), dtype)
-        row['fwd_bwd_s'][p] = time_attention(compiled, (b, n, h, d), dtype, repeats)
+        compiled, row['peak_gib'][p] = attention_benchmark.compile_attention(
+            fn, (b, n, h, d), dtype)
+        row['fwd_bwd_s'][p] = attention_benchmark.time_attention(compiled, (b, n, h, d),
+                                                                 dtype, repeats)
         logging.info('attention %s, n=%d, l=%d: %.3f s forward + backward, %.3f GiB', p, n,
                      l, row['fwd_bwd_s'][p], row['peak_gib'][p] or float('nan'))
       seconds[p].append(row['fwd_bwd_s'][p])
@@ -546,7 +516,8 @@ def bench_attention() -> dict:
   out = {'attention_batch': b, 'attention_heads': h, 'attention_head_dim': d,
          'attention_summary': FLAGS.attention_summary, 'attention_dtype': dtype.name,
          'attention_impl': FLAGS.attention_impl, 'attention_by_length': by_length,
-         'attention_time_exponent': {p: _time_exponent(lengths, t) for p, t in seconds.items()}}
+         'attention_time_exponent': {p: attention_benchmark.time_exponent(lengths, t)
+                                     for p, t in seconds.items()}}
   config, source = _sparse_transformer_config()
   out['sampler_config_source'] = source
   out['config'] = None if config is None else json.loads(config.to_json_best_effort())

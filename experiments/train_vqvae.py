@@ -4,7 +4,8 @@ r"""Trains a VQ-VAE level or the top prior of a hierarchy over the frozen levels
         --workdir=/tmp/vq1
     python -m experiments.train_vqvae --config=experiments/configs/vqvae.py:level=2,runlocal \
         --config.below_workdir=/tmp/vq1 --workdir=/tmp/vq2
-    python -m experiments.train_vqvae --config=experiments/configs/vqvae.py:prior,levels=2,runlocal \
+    python -m experiments.train_vqvae \
+        --config=experiments/configs/vqvae.py:prior,levels=2,runlocal \
         --config.below_workdir=/tmp/vq2 --workdir=/tmp/vq_prior
 
 Level 1 trains as any family. Above it, `config.below_workdir` names the run of the level

@@ -87,9 +87,9 @@ frame features named in the Model's `local_keys` (which must be among
 pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames).
 For a VQ-VAE level or prior (models/vqvae, models/vqvae_prior), `levels` comes from
 `config.levels` (the frozen levels' run configs, experiments/train_vqvae.py): each level's Model
-fields as sorted pairs. For a distillation student, `teacher` and `teacher_name` come from `config.teacher` (the
-teacher run's whole config, which must read the same dataset and mel): the teacher Model's
-keyword arguments as sorted pairs, and its family. A config that sets one of them to another
+fields as sorted pairs. For a distillation student, `teacher` and `teacher_name` come from
+`config.teacher` (the teacher run's whole config, which must read the same dataset and mel):
+the teacher Model's keyword arguments as sorted pairs, and its family. A config that sets one of them to another
 value fails with a one-line error naming the key.
 
 Shared model code (parameter helpers, sampling from logits, per-stream keys, conditioning
@@ -165,9 +165,9 @@ def levels(config: ml_collections.ConfigDict) -> tuple:
     ours, theirs = ((specs.dataset(c.input.dataset).sample_rate, c.input.encoding, c.input.bits)
                     for c in (config, run))
     if ours != theirs:
-      raise ValueError(f'config.levels.level{i}.input (sample rate, encoding, bits) = {theirs}, but '
-                       f'config.input gives {ours}: a level above reads the audio of the levels '
-                       'below')
+      raise ValueError(f'config.levels.level{i}.input (sample rate, encoding, bits) = {theirs}, '
+                       f'but config.input gives {ours}: a level above reads the audio of the '
+                       'levels below')
     out.append(tuple(sorted(model_kwargs(run, family(run.model_name).Model).items())))
   return tuple(out)
 

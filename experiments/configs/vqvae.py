@@ -4,7 +4,7 @@ codes; 16 kHz, 8-bit mu-law audio.
 
 Variants (combine with commas, e.g. `:level=2,runlocal`):
 
-  level=N     VQ-VAE level N (1, 2 or 3). Level 1 autoencodes the audio codes with hop 8;
+  level=N     VQ-VAE level N (1, 2 or 3; 1 unless `prior`). Level 1 autoencodes the audio codes with hop 8;
               level 2 the level-1 codes with hop 4 (32 audio samples per code), level 3 the
               level-2 codes with hop 4 (128): Jukebox's hops. Paper size: encoders of width
               64 with 4 residual blocks (dilations 1, 3, 9, 27) after each stride-2 conv,
@@ -77,9 +77,11 @@ def _decoder(layers: int, runlocal: bool) -> dict:
 def get_config(arg: str | None = None):
   arg = common.parse_arg(arg, level=0, prior=False, levels=3, prior_family='sparse_transformer',
                          runlocal=False)
-  if arg.prior == bool(arg.level):
-    raise ValueError(f'config arguments level={arg.level}, prior={arg.prior}: choose a level '
-                     '(level=1, 2 or 3) or the prior')
+  if arg.prior and arg.level:
+    raise ValueError(f'config arguments level={arg.level}, prior: choose a level (level=1, 2 '
+                     'or 3) or the prior')
+  if not arg.prior:
+    arg.level = arg.level or 1
   if arg.level and arg.level not in STRIDES:
     raise ValueError(f'config argument level={arg.level}: expected 1, 2 or 3')
   if arg.levels not in (2, 3):
@@ -91,7 +93,7 @@ def get_config(arg: str | None = None):
   c.level = arg.level  # 0: the prior
   c.num_levels = arg.levels  # the levels under the prior
   # The trained run of the level below (experiments/train_vqvae.py), and the frozen levels'
-  # run configs that it loads from there ({'level1': ..., ...}).
+  # run configs ({'level1': ..., ...}: this file's, until train_vqvae loads the trained ones).
   c.below_workdir = ml_collections.config_dict.placeholder(str)
   c.levels = ml_collections.ConfigDict()
   c.input.dataset = DATASET
@@ -137,15 +139,24 @@ def get_config(arg: str | None = None):
       c.evals.validation.crop_samples = max(8192, RUNLOCAL_CROPS[arg.level])
     else:
       if arg.prior_family == 'sparse_transformer':
-        c.model.prior_model.update(max_length=512, block=32, summary=4, num_layers=4,
+        c.model.prior_model.update(max_length=256, block=16, summary=4, num_layers=4,
                                    embed_dim=64, num_heads=4, mlp_dim=256, remat=False)
       else:
         c.model.prior_model.update(residual_channels=32, gate_channels=64, skip_channels=64,
                                    num_layers=10)
-      c.input.crop_samples = None  # whole 65,536-sample segments
-      c.evals.validation.update(crop_samples=None, batch_size=8)
+      # Crops at random offsets, not whole segments: the encoders code every offset
+      # differently, which the small corpus needs (65,536-sample segments memorise fast).
+      c.input.crop_samples = 32768
+      c.evals.validation.update(every_steps=100, crop_samples=None, batch_size=8)
       c.evals.sample.seconds = 2.0
       c.evals.description_length.update(batches=None, crop_samples=None)
   if arg.level:
     del c.evals['sample']  # a level reconstructs prompts; new music comes from the prior
+  # The levels below as this file describes them, so that the model builds with random
+  # parameters (benchmarks, memory plans); experiments/train_vqvae.py replaces them with the
+  # trained runs' saved configs.
+  for i in range(1, (arg.level - 1 if arg.level else arg.levels) + 1):
+    run = get_config(f'level={i}' + (',runlocal' if arg.runlocal else ''))
+    del run['levels']
+    c.levels[f'level{i}'] = run
   return c

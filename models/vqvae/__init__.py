@@ -37,15 +37,16 @@ level below by experiments/train_vqvae.py and kept in this level's checkpoints, 
 level (and a prior over it) needs nothing but its own workdir once trained.
 
 The family contract (models/__init__.py), an autoencoder: `init`, `loss`, `generate` (a level
-reconstructs: its prompt encoded to its codes, then decoded by sampling each decoder down to
-audio; new music comes from a prior, models/vqvae_prior.py), and `encode`, `quantize`,
-`decode` below.
+reconstructs a prompt: encoded to its codes, then decoded by sampling each decoder down to
+audio; without one it renders codes drawn independently from its codebook's usage; new music
+comes from a prior, models/vqvae_prior.py), and `encode`, `quantize`, `decode` below.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.layers import sampling
 from models.vqvae import hierarchy
 from models.vqvae import quantizer
 from models.vqvae.model import Model
@@ -101,28 +102,47 @@ def decode(model: Model, variables: dict, rng: jax.Array, codes: np.ndarray,
       top_start=False, chunk_samples=chunk_samples)), axis=1)
 
 
+def unigram_codes(model: Model, variables: dict, rng: jax.Array, frames: tuple[int, int],
+                  streams: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+  """Codes at frames [a, b) of `streams`, drawn independently from the codebook's usage (its
+  moving-average counts, at `temperature`): the level with no prior over time. Frame f of
+  stream i draws with fold_in(fold_in(rng, f), i)."""
+  counts = jnp.asarray(variables['vq']['codebook']['cluster_size'])
+  logits = jnp.log(jnp.maximum(counts, 1e-6)) / max(temperature, 1e-6)
+  draw = lambda f, i: jax.random.categorical(sampling.stream_key(rng, f, i), logits)
+  return np.asarray(jax.vmap(jax.vmap(draw, (None, 0)), (0, None))(
+      jnp.arange(*frames), jnp.asarray(streams)), np.int32).T  # [B, b - a]
+
+
 def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, *, batch: int = 1,
              prompt: np.ndarray | None = None, cond: dict | None = None, temperature=1.0,
              chunk_samples: int = 16000, first_stream: int = 0):
-  """The contract's `generate` of a level: a reconstruction of `prompt` (float audio [B, P]) as
-  this level codes it: its last P' samples (P' a multiple of the level's audio hop) encoded to
-  the level's codes and decoded by sampling, its first `num_samples` samples yielded. New music
-  comes from a prior over the level (experiments/configs/vqvae.py:prior)."""
+  """The contract's `generate` of a level, rendered through the decoders of this level and
+  every level below (temperatures: a float, or one per level, this level's first):
+    * with `prompt` (float audio [B, P]): its reconstruction as this level codes it, its last
+      P' samples (P' a multiple of the level's audio hop) encoded to the level's codes and
+      decoded by sampling, the first `num_samples` samples yielded (what the level keeps);
+    * without: the level's codes drawn independently from its codebook's usage
+      (`unigram_codes`, with the first temperature), so that only the decoders give the
+      audio structure over time; new music comes from a prior over the level
+      (experiments/configs/vqvae.py:prior)."""
   del cond
-  if prompt is None:
-    raise ValueError('a VQ-VAE level reconstructs a prompt (--prompt=in.wav); new music comes '
-                     'from a prior trained over the levels (experiments/configs/vqvae.py:prior)')
   levels = hierarchy_of(model)
   every = with_own_level(model, variables)
-  codes = hierarchy.prompt_codes(levels, every, prompt)
-  if num_samples > codes[0].shape[1] - 1:
-    raise ValueError(f'num_samples={num_samples}: a reconstruction of this prompt has '
-                     f'{codes[0].shape[1] - 1} samples')
-  top = codes[-1]
-  step = max(1, chunk_samples // model.audio_hop)
-  chunks = (top[:, s:s + step] for s in range(0, top.shape[1], step))
   temps = hierarchy.temperatures(temperature, len(levels))
-  rendered = hierarchy.render(levels, every, chunks, rng, temps, batch=top.shape[0],
-                              top_start=False, chunk_samples=chunk_samples,
-                              first_stream=first_stream)
+  step = max(1, chunk_samples // model.audio_hop)
+  if prompt is None:
+    frames = -(-(num_samples + 1) // model.audio_hop)
+    streams = first_stream + np.arange(batch)
+    top = (unigram_codes(model, variables, jax.random.fold_in(rng, 0), (s, min(s + step, frames)),
+                         streams, temps[0]) for s in range(0, frames, step))
+  else:
+    codes = hierarchy.prompt_codes(levels, every, prompt)
+    if num_samples > codes[0].shape[1] - 1:
+      raise ValueError(f'num_samples={num_samples}: a reconstruction of this prompt has '
+                       f'{codes[0].shape[1] - 1} samples')
+    batch = codes[0].shape[0]
+    top = (codes[-1][:, s:s + step] for s in range(0, codes[-1].shape[1], step))
+  rendered = hierarchy.render(levels, every, top, rng, temps, batch=batch, top_start=False,
+                              chunk_samples=chunk_samples, first_stream=first_stream)
   return hierarchy.audio_chunks(levels[0], rendered, num_samples, chunk_samples)

@@ -124,8 +124,8 @@ def render(levels: Sequence[model_lib.Model], variables: dict, top: Iterator[np.
   level's decoder from the top down. `known` [audio codes, level-1 codes, ..., top codes] of a
   prompt (`prompt_codes`), or None: every sequence below the top starts from its start code,
   and the audio's (position 0) is not yielded; the top's too where `top_start` (a prior's
-  draws follow its start code), else `top` holds it from position 0 (an encoding). `temps` the decoders' temperatures, the top level's first;
-  level n draws with fold_in(rng, n)."""
+  draws follow its start code), else `top` holds it from position 0 (an encoding). `temps`
+  the decoders' temperatures, the top level's first; level n draws with fold_in(rng, n)."""
   n = len(levels)
   decoders = []
   for i in reversed(range(n)):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import attention_benchmark
 from experiments import benchmark
 from experiments import distill_benchmark
 from experiments import flow_benchmark
@@ -28,11 +29,12 @@ def test_wavenet_flops_per_sample_by_hand():
 
 def test_dense_in_chunks_is_dense_attention():
   q, k, v = (jax.random.normal(r, (1, 256, 2, 16)) for r in jax.random.split(jax.random.key(0), 3))
-  np.testing.assert_allclose(benchmark.dense_in_chunks(q, k, v, 64), attention.dense(q, k, v),
+  np.testing.assert_allclose(attention_benchmark.dense_in_chunks(q, k, v, 64),
+                             attention.dense(q, k, v),
                              atol=1e-5)
   loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)))
   grads = [jax.grad(loss(f), argnums=(0, 1, 2))(q, k, v)
-           for f in (lambda *a: benchmark.dense_in_chunks(*a, 64), attention.dense)]
+           for f in (lambda *a: attention_benchmark.dense_in_chunks(*a, 64), attention.dense)]
   for a, b in zip(*grads):
     np.testing.assert_allclose(a, b, atol=1e-4)
 

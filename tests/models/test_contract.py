@@ -13,8 +13,14 @@ import models
 from tests.conftest import config_path
 
 
+# Families whose runlocal config is a variant of another family's file.
+VARIANTS = {'vqvae': 'vqvae.py:level=2,runlocal', 'vqvae_prior': 'vqvae.py:prior,levels=2,runlocal'}
+
+
 def _runlocal(name: str):
-  return common.load(config_path(name) + ':runlocal')
+  spec = VARIANTS.get(name, f'{name}.py:runlocal')
+  file, _, arg = spec.partition(':')
+  return common.load(config_path(file[:-3]) + ':' + arg)
 
 
 @pytest.mark.parametrize('name', models.families())
