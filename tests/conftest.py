@@ -67,11 +67,12 @@ def no_evals(c) -> None:
     entry.every_steps = 0
 
 
-def _tiny(name: str, model: dict, crop_samples: int, total_steps: int, overrides: dict):
-  """The runlocal config of `name` shrunk: `model` updates, `crop_samples` crops, no
-  evaluators, logs and checkpoints every 2 steps; then the dotted `overrides` (the locked
-  config rejects typos)."""
-  c = common.load(config_path(name) + ':runlocal')
+def _tiny(spec: str, model: dict, crop_samples: int, total_steps: int, overrides: dict):
+  """The runlocal config of `spec` ('name' or 'name:variant') shrunk: `model` updates,
+  `crop_samples` crops, no evaluators, logs and checkpoints every 2 steps; then the dotted
+  `overrides` (the locked config rejects typos)."""
+  name, _, variant = spec.partition(':')
+  c = common.load(config_path(name) + f':{variant + "," if variant else ""}runlocal')
   with c.unlocked():
     c.model.update(model)
     c.input.crop_samples = crop_samples
@@ -114,24 +115,15 @@ def tiny_vqvae(variant: str, **overrides):
   codes of 4 dimensions over width-8 encoders and 3-layer decoders, on crops of 512 x the
   level's input hop; the prior a 1-layer Sparse Transformer over 16 top codes, on crops of
   2,048 samples."""
-  c = common.load(config_path('vqvae') + f':{variant},runlocal')
-  with c.unlocked():
-    if c.model_name == 'vqvae':
-      c.model.update(VQVAE_TINY_LEVEL)
-      c.model.decoder.update(VQVAE_TINY_DECODER)
-      c.input.crop_samples = 512 * {1: 1, 2: 8, 3: 32}[c.level]
-    else:
-      c.model.prior_model.update(num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
-                                 max_length=16, block=4, summary=2)
-      c.input.crop_samples = 2048
-    c.microbatches = 1
-    c.total_steps = 4
-    c.log_every_steps = 2
-    no_evals(c)
-    c.checkpoint.every_steps = 2
-    c.optim.warmup_steps = 2
-  c.update_from_flattened_dict(overrides)
-  return c
+  if variant.startswith('prior'):
+    prior = dict(num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32, max_length=16, block=4,
+                 summary=2)
+    flat = {f'model.prior_model.{k}': v for k, v in prior.items()}
+    return _tiny(f'vqvae:{variant}', {}, 2048, 4, {**flat, **overrides})
+  level = int(variant.partition('=')[2])
+  flat = {f'model.decoder.{k}': v for k, v in VQVAE_TINY_DECODER.items()}
+  return _tiny(f'vqvae:{variant}', VQVAE_TINY_LEVEL, 512 * {1: 1, 2: 8, 3: 32}[level], 4,
+               {**flat, **overrides})
 
 
 def tiny_flow(name: str, **overrides):

@@ -153,10 +153,9 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
 
   `forced` [B, n] replaces the sampled codes (a prompt); `gproj` [B, L, 2, H] and `local`
   [B, F, C] are the global and local conditioning, or None; local[:, 0] is frame
-  `local_offset`. The steps run in blocks of
-  `_BLOCK`: a block draws its random numbers at once, and takes the past taps of each dilation
-  >= its length, which all precede the block, through their kernels in one matmul, leaving per
-  step only the taps of the short dilations.
+  `local_offset`. The steps run in blocks of `_BLOCK`: a block draws its random numbers at
+  once, and takes the past taps of each dilation >= its length, which all precede the block,
+  through their kernels in one matmul, leaving per step only the taps of the short dilations.
   """
   k, b, groups = model.kernel_size, x.shape[0], _groups(model)
   if gproj is not None:  # constant in time: joins the biases
@@ -228,8 +227,8 @@ def _prepare(model: Model, variables: dict, global_ids: jax.Array | None,
 def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
                  batch: int = 1, prompt: np.ndarray | None = None,
                  local: np.ndarray | None = None, local_offset: int = 0,
-                 global_ids: np.ndarray | None = None, temperature: float = 1.0, chunk_samples: int = 16000,
-                 first_stream: int = 0, resume: dict | None = None,
+                 global_ids: np.ndarray | None = None, temperature: float = 1.0,
+                 chunk_samples: int = 16000, first_stream: int = 0, resume: dict | None = None,
                  keep: dict | None = None) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
   family's `generate` decodes them to audio.
