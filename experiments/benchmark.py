@@ -293,14 +293,16 @@ def bench_input() -> dict:
   return out
 
 
-def model_train_flops_per_sample(config) -> float:
+def model_train_flops_per_sample(config) -> float | None:
   """Matmul FLOPs per audio sample of one training step: 2 x 3 x the multiply-adds of every
-  kernel applied once per sample (the one-hot stem is a gather; conditioning runs per frame)."""
+  kernel applied once per sample (the one-hot stem is a gather; conditioning runs per frame),
+  for families that keep their parameters as flat `<name>_kernel` entries (WaveNet's
+  layout); None for others, whose kernels run at several rates."""
   family, model = models.family(config.model_name), models.create(config)
   params = state_lib.abstract(train.init_fn(config, family, model))['params']
   per_sample = sum(v.size for k, v in params.items() if k.endswith('_kernel') and not (
       k.startswith(('stem_', 'local_')) or k.endswith(('_global_kernel', '_local_kernel'))))
-  return 6. * per_sample
+  return 6. * per_sample if per_sample else None
 
 
 _median_time = attention_benchmark.median_time
@@ -351,14 +353,15 @@ def bench_train() -> dict:
   rate = b * t / seconds
   flops = model_train_flops_per_sample(config)
   peak = matmul_peak_gflops()
-  logging.info('train: %.0f samples/s, %.1f GFLOP/s of %.1f peak', rate, rate * flops / 1e9,
-               peak)
+  gflops = None if flops is None else rate * flops / 1e9
+  logging.info('train: %.0f samples/s, %s GFLOP/s of %.1f peak', rate,
+               '?' if gflops is None else f'{gflops:.1f}', peak)
   if frozen is not None:
     frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
   return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_step_s': seconds,
           'train_samples_per_s': rate, 'train_flops_per_sample': flops,
-          'train_gflops_per_s': rate * flops / 1e9, 'matmul_peak_gflops': peak,
-          'train_fraction_of_matmul_peak': rate * flops / 1e9 / peak,
+          'train_gflops_per_s': gflops, 'matmul_peak_gflops': peak,
+          'train_fraction_of_matmul_peak': None if gflops is None else gflops / peak,
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
 
 

@@ -91,7 +91,7 @@ def with_own_level(model: Model, variables: dict) -> dict:
 
 def decode(model: Model, variables: dict, rng: jax.Array, codes: np.ndarray,
            temperature=1.0, chunk_samples: int = 16000) -> np.ndarray:
-  """The level's codes [B, F] -> audio codes [B, F audio_hop - 1] (after the start sample),
+  """The level's codes [B, F] -> audio codes [B, F audio_hop] (the first a start code),
   drawn by the decoders of this level and every level below in turn (hierarchy.render);
   `temperature` a float, or one per level, this level's first."""
   levels = hierarchy_of(model)
@@ -121,7 +121,8 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, *,
   every level below (temperatures: a float, or one per level, this level's first):
     * with `prompt` (float audio [B, P]): its reconstruction as this level codes it, its last
       P' samples (P' a multiple of the level's audio hop) encoded to the level's codes and
-      decoded by sampling, the first `num_samples` samples yielded (what the level keeps);
+      decoded by sampling (its first sample the start code: silence), the first
+      `num_samples` samples yielded (what the level keeps);
     * without: the level's codes drawn independently from its codebook's usage
       (`unigram_codes`, with the first temperature), so that only the decoders give the
       audio structure over time; new music comes from a prior over the level
@@ -132,15 +133,15 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, *,
   temps = hierarchy.temperatures(temperature, len(levels))
   step = max(1, chunk_samples // model.audio_hop)
   if prompt is None:
-    frames = -(-(num_samples + 1) // model.audio_hop)
+    frames = -(-num_samples // model.audio_hop)
     streams = first_stream + np.arange(batch)
     top = (unigram_codes(model, variables, jax.random.fold_in(rng, 0), (s, min(s + step, frames)),
                          streams, temps[0]) for s in range(0, frames, step))
   else:
     codes = hierarchy.prompt_codes(levels, every, prompt)
-    if num_samples > codes[0].shape[1] - 1:
+    if num_samples > codes[0].shape[1]:
       raise ValueError(f'num_samples={num_samples}: a reconstruction of this prompt has '
-                       f'{codes[0].shape[1] - 1} samples')
+                       f'{codes[0].shape[1]} samples')
     batch = codes[0].shape[0]
     top = (codes[-1][:, s:s + step] for s in range(0, codes[-1].shape[1], step))
   rendered = hierarchy.render(levels, every, top, rng, temps, batch=batch, top_start=False,

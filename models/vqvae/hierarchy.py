@@ -122,9 +122,10 @@ def render(levels: Sequence[model_lib.Model], variables: dict, top: Iterator[np.
            chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
   """Chunks of the top level's new codes -> chunks of new audio codes [B, m], through every
   level's decoder from the top down. `known` [audio codes, level-1 codes, ..., top codes] of a
-  prompt (`prompt_codes`), or None: every sequence below the top starts from its start code,
-  and the audio's (position 0) is not yielded; the top's too where `top_start` (a prior's
-  draws follow its start code), else `top` holds it from position 0 (an encoding). `temps`
+  prompt (`prompt_codes`), or None: every sequence below the top starts from its start code.
+  Where `top_start`, the top's does too (a prior's draws follow it) and the audio's start code
+  (position 0) is not yielded; else `top` holds the top codes from position 0 (an encoding),
+  and the audio from position 0 is yielded, its start code standing for the first sample. `temps`
   the decoders' temperatures, the top level's first; level n draws with fold_in(rng, n)."""
   n = len(levels)
   decoders = []
@@ -136,7 +137,7 @@ def render(levels: Sequence[model_lib.Model], variables: dict, top: Iterator[np.
         levels[i], model_lib.level_variables(variables, i + 1), jax.random.fold_in(rng, i + 1),
         temps[n - 1 - i], batch, frames=frames, prompt=None if known is None else known[i],
         chunk_samples=chunk_samples, first_stream=first_stream))
-  skip = 0 if known is not None else 1  # the audio's start code
+  skip = 1 if known is None and top_start else 0  # the audio's start code, before a prior's
   chunk = next(top, None)
   while chunk is not None:
     following = next(top, None)

@@ -14,7 +14,7 @@ from tests.conftest import config_path
 
 
 # Families whose runlocal config is a variant of another family's file.
-VARIANTS = {'vqvae': 'vqvae.py:level=2,runlocal', 'vqvae_prior': 'vqvae.py:prior,levels=2,runlocal'}
+VARIANTS = {'vqvae': 'vqvae.py:level=1,runlocal', 'vqvae_prior': 'vqvae.py:prior,levels=2,runlocal'}
 
 
 def _runlocal(name: str):
