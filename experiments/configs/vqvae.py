@@ -12,24 +12,29 @@ Variants (combine with commas, e.g. `:level=2,runlocal`):
               commitment 0.25); decoders are WaveNets of 128 residual / 256 gate / 256 skip
               channels: 30 layers (3 cycles of 1..512) over audio, 20 (2 cycles) over codes.
               Batch 32 of 16,384 samples (level 1), 65,536 (level 2: 8,192 level-1 codes per
-              row) and 262,144 (level 3: 8,192 level-2 codes per row).
+              row) and 262,144 (level 3: 8,192 level-2 codes per row). Parameters: 4.42 M at
+              level 1, 4.05 M at levels 2 and 3. A code depends on 1,142 inputs at level 1
+              (71 ms of audio), on 490 codes of the level below at levels 2 and 3
+              (`Model.receptive_field`).
   prior       the top prior, over the top level of a `levels`-deep hierarchy (default 3): a
               Sparse Transformer of 48 layers of 512 (16 heads, strided attention with block
               128, the 152 M-parameter shape of experiments/configs/sparse_transformer.py)
-              over a context of 8,192 top codes, batch 32 of whole contexts. Its receptive
+              over a context of 8,192 top codes, batch 32 of whole contexts: 153.4 M
+              parameters, beside 13.3 M of frozen levels in its state. Its receptive
               field: 8,192 x 128 samples = 65.5 s with 3 levels, 8,192 x 32 = 16.4 s with 2
               (the flat paper WaveNet's: 4,094 samples, 0.26 s). Its data: 65.5-s segments
               (`sr16000_seg1048576_hop512`), which the levels read too.
-  prior_family=wavenet   the prior a WaveNet (40 layers, 4 cycles of 1..512: 4,094 top codes,
-              32.8 s with 3 levels) in place of the Sparse Transformer.
+  prior_family=wavenet   the prior a WaveNet (40 layers, 4 cycles of 1..512, 128/256/256
+              channels, 5.7 M parameters: 4,094 top codes, 32.8 s with 3 levels) in place of
+              the Sparse Transformer.
   runlocal    a laptop hierarchy on the embedded corpus (2 CPU cores, 65,536-sample segments):
               encoders of width 32 with 2 residual blocks, 256 codes of 32 dimensions,
               decoders of 10 layers (32/64/64 channels, 1,025 positions); batch 8 of 2,048
               samples (level 1, 1,200 steps), 8,192 (level 2, 800 steps), 32,768 (level 3, 800
-              steps). The prior: a Sparse Transformer of 4 layers of 64 over 512 top codes
-              (block 32), on whole segments, 600 steps: its receptive field is 512 x 128
-              samples = 4.1 s with 3 levels, 1.0 s with 2 (the flat runlocal WaveNet's: 1,025
-              samples, 0.064 s).
+              steps). The prior: a Sparse Transformer of 4 layers of 64 over 256 top codes
+              (block 16), on crops of 32,768 samples at random offsets, 600 steps: its
+              receptive field is 256 x 128 samples = 2.05 s with 3 levels, 0.51 s with 2 (the
+              flat runlocal WaveNet's: 1,025 samples, 0.064 s).
 
 Train level by level, then the prior, then evaluate, sample and continue a wav (runlocal):
 
@@ -50,7 +55,16 @@ Train level by level, then the prior, then evaluate, sample and continue a wav (
       --out=/tmp/vq2/reconstructed      # what level 2 keeps of a wav
 
 A 2-level hierarchy: the prior over level 2 (`:prior,levels=2,runlocal`, below_workdir the
-level-2 run). Expected figures (runlocal, 2-core CPU): README.md "VQ-VAE hierarchies".
+level-2 run).
+
+Expected (runlocal, 2-core CPU; README.md "VQ-VAE hierarchies" has the rest): training in
+5.5, 2, 3.5 and 2 minutes (levels 1, 2, 3, prior); on the whole validation / test split,
+codebook perplexities of 190-210 of 256, reconstruction bits per input position 3.06 / 3.22
+(level 1, per audio sample), 4.68 / 4.97 (level 2, per level-1 code), 5.42 / 5.71 (level 3),
+the prior 6.60 / 6.87 bits per top code; a description length of 3.86 / 4.08 bits per audio
+sample (the flat runlocal WaveNet: 3.32 / 3.51), with a prior that sees 2.05 s (the WaveNet
+0.064 s). The runlocal prior reads crops at random offsets: on whole segments it memorised
+the corpus (2.0 bits per code in training, 11.0 on validation).
 """
 
 import ml_collections
