@@ -62,8 +62,14 @@ tests/models/test_<name>.py:
   flow            forward(model, variables, x, cond) -> (z, log_det) and
                   inverse(model, variables, z, cond) -> x; tests: inverse(forward(x)) == x,
                   and log_det equals a brute-force Jacobian's on a tiny input.
-  autoencoder     encode, quantize and decode; tests: shapes, the straight-through gradient,
-                  codebook updates.
+  autoencoder     encode(model, variables, audio codes) -> encodings [B, F, D],
+                  quantize(model, variables, z) -> (straight-through z_q, codes) and
+                  decode(model, variables, rng, codes) -> the audio codes its decoders draw
+                  (models/vqvae: a level of a hierarchy, its codebook in the model state
+                  'vq', the frozen levels below in 'levels', loaded by
+                  experiments/train_vqvae.py, which also trains a prior over the top level,
+                  models/vqvae_prior); tests: shapes, the straight-through gradient, codebook
+                  updates against their closed form, restarts, the encoder's receptive field.
   gan             fake(model, variables, batch, rng) -> the generator's output,
                   discriminator_loss(model, variables, batch, fake, rng) -> (loss, metrics,
                   model_state) and generator_loss(model, variables, batch, fake, rng) ->
