@@ -171,10 +171,12 @@ def check_flags(seconds: float | None, temperature: float | tuple[float, ...],
   use."""
   if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
     raise ValueError(f'--seconds={seconds}: expected a finite length > 0')
-  flag = '--temperatures' if isinstance(temperature, tuple) else '--temperature'
-  for t in temperature if isinstance(temperature, tuple) else (temperature,):
-    if not (math.isfinite(t) and t >= 0):
-      raise ValueError(f'{flag}={temperature}: expected finite temperatures >= 0')
+  if isinstance(temperature, tuple):
+    if not all(math.isfinite(t) and t >= 0 for t in temperature):
+      raise ValueError(f'--temperatures={",".join(map(str, temperature))}: expected finite '
+                       'temperatures >= 0')
+  elif not (math.isfinite(temperature) and temperature >= 0):
+    raise ValueError(f'--temperature={temperature}: expected a finite temperature >= 0')
   if prompt_seconds is not None and not (math.isfinite(prompt_seconds) and prompt_seconds > 0):
     raise ValueError(f'--prompt_seconds={prompt_seconds}: expected a finite length > 0')
 

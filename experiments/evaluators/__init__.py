@@ -14,7 +14,7 @@ depend on the model (the evaluate job records them once per split).
 
 Types: likelihood (bits per sample over a split), samples (audio clips from `generate`), spectral
 (a mel vocoder against Griffin-Lim), clip_statistics (an unconditional model's clips against the
-data's spectrogram statistics).
+data's spectrogram statistics), description_length (a VQ-VAE hierarchy's bits, level by level).
 """
 
 import dataclasses

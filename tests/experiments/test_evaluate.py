@@ -144,7 +144,8 @@ def test_evaluators_by_name_and_type(run):
                      'sample, test, validation'):
     evaluate.evaluate_checkpoint(workdir, step=4, eval_name='nope')
   with pytest.raises(ValueError, match=r"config.evals.x.type='nope': expected one of "
-                     r'clip_statistics, likelihood, samples, spectral'):
+                     r'clip_statistics, description_length, likelihood, samples, '
+                     'spectral'):
     evaluators.create(None, 'x', {'type': 'nope'})
   with pytest.raises(ValueError, match='config.evals.validation: .*batchez'):
     evaluators.create(None, 'validation', dict(config.evals.validation.to_dict(), batchez=2))
