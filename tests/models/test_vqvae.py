@@ -278,3 +278,19 @@ def test_hierarchical_sampling_does_not_depend_on_chunks(family):
   assert c.shape == (2, 30)
   with pytest.raises(ValueError, match='expected 2, one per stage'):
     gen(10, temperature=(1., 1., 1.))
+
+
+def test_encode_quantize_decode():
+  """The autoencoder's functions: audio codes -> encodings -> codes -> audio codes drawn by
+  the decoder, over the level's span."""
+  level = _level()
+  variables = nn.unbox(vqvae.init(level, jax.random.key(0), {'audio': jnp.zeros((1, 64),
+                                                                                 jnp.int32)}))
+  audio = jax.random.randint(jax.random.key(1), (2, 64), 0, 256)
+  z = vqvae.encode(level, variables, audio)
+  assert z.shape == (2, 8, 4)
+  z_q, codes = vqvae.quantize(level, variables, z)
+  assert z_q.shape == z.shape and codes.shape == (2, 8) and codes.max() < 16
+  drawn = vqvae.decode(level, variables, jax.random.key(2), np.asarray(codes))
+  assert drawn.shape == (2, 64) and drawn.dtype == np.int32
+  assert drawn.min() >= 0 and drawn.max() < 256 and drawn[:, 0].tolist() == [128, 128]
