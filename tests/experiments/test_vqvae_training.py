@@ -97,5 +97,5 @@ def test_the_description_length_sums_the_levels_and_the_prior(runs):
       record['level2_bits_per_code'] / 8)
   assert record['prior_bits_per_audio_sample'] == pytest.approx(
       record['prior_bits_per_code'] / 32)
-  assert 1. <= record['level1_perplexity'] <= 16.
+  assert record['level1_perplexity'] > 2.  # the trained codebook is not collapsed to a code
   assert record['prior_receptive_field_seconds'] == pytest.approx(16 * 32 / 16000)
