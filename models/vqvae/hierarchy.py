@@ -110,9 +110,8 @@ def prompt_codes(levels: Sequence[model_lib.Model], variables: dict,
                      f'{hop} samples (one code of the top level)')
   codes = [autoregressive.encode(levels[0], prompt[:, prompt.shape[1] % hop:])]
   for i, level in enumerate(levels):
-    v = model_lib.level_variables(variables, i + 1)
-    codes.append(np.asarray(model_lib.encode_codes(level, {'params': v['params'],
-                                                           'vq': v['vq']}, codes[-1])))
+    codes.append(np.asarray(model_lib.encode_codes(
+        level, model_lib.level_variables(variables, i + 1), codes[-1])))
   return codes
 
 

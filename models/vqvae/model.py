@@ -157,8 +157,7 @@ def codes_below(model, variables: dict, audio: jax.Array) -> jax.Array:
   prior), through every frozen level in turn; the audio codes where there is none."""
   codes = audio
   for i, level in enumerate(level_models(model)):
-    v = level_variables(variables, i + 1)
-    codes = encode_codes(level, {'params': v['params'], 'vq': v['vq']}, codes)
+    codes = encode_codes(level, level_variables(variables, i + 1), codes)
   return codes
 
 
