@@ -10,14 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def median_time(fn, repeats: int) -> float:
-  """Median wall seconds of `fn()` over `repeats` calls."""
+def wall_times(fn, repeats: int) -> list[float]:
+  """Wall seconds of each of `repeats` calls of `fn()`."""
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return times
+
+
+def median_time(fn, repeats: int) -> float:
+  """Median wall seconds of `fn()` over `repeats` calls."""
+  return statistics.median(wall_times(fn, repeats))
 
 
 def time_exponent(lengths: list[int], seconds: list[float | None]) -> float | None:

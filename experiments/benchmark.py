@@ -16,7 +16,8 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
 --what=train measures one jitted training step of `--config` (default the `peer` WaveNet:
 30 layers, 64/128/64 channels, batch 4 x 8,000 samples) on synthetic codes, over every device:
   * train_samples_per_s: batch x crop audio samples per second (median over `--repeats`
-    windows of `--steps` steps, after compilation and a warm-up);
+    windows of `--steps` steps, after compilation and a warm-up), and its spread over the
+    windows (`_range`: [least, most]);
   * the matmul FLOPs per sample (2 x the multiply-adds of every per-sample kernel, x 3 for the
     backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
     float32 matmul peak;
@@ -27,8 +28,15 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
 --what=sampler measures the family's `generate` (float audio from its cached sampler: per-layer
 queues or KV caches on lax.scan) of `--config`'s model with random parameters, for 1 and 16
 streams, in samples/s summed over the streams, and the realtime factor at the dataset's sample
-rate (samples/s per stream / rate); and, for a family with one, the naive sampler that
-recomputes the whole receptive field each step, for one stream.
+rate (samples/s per stream / rate), each a median over `--repeats` windows with its spread
+(`_range`); and, for a family with one, the naive sampler that recomputes the whole receptive
+field each step, for one stream.
+
+--peer_json (train, sampler) reads the reference WaveNet's figures, measured on the same machine
+by shared/bench/peer_wavenet.py --json, and reports beside ours its samples/s
+(`<figure>_reference`) and our ratio to it (`<figure>_over_reference`) for training and for 1
+and 16 sampler streams. The reference runs one network, so --config must be the same one
+(experiments/configs/wavenet.py:peer).
 
 --what=memory plans `--config`'s train step for `--mesh` (e.g. 'data:4,model:2'; axes left out
 have size 1) and the config's global batch: compiled ahead of time, on that many faked CPU
@@ -136,6 +144,10 @@ def define_flags() -> None:
                     'streams.')
   flags.DEFINE_integer('naive_samples', 20, 'Steps of the naive sampler.')
   flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
+  flags.DEFINE_string('peer_json', None,
+                      'train, sampler: the reference WaveNet\'s figures (the --json of '
+                      'shared/bench/peer_wavenet.py, measured on this machine), reported beside '
+                      'ours with their ratios.')
   flags.DEFINE_string('dataset', '16k', 'Maestro builder config.')
   flags.DEFINE_integer('batch_size', 16, 'Global batch.')
   flags.DEFINE_integer('crop_samples', 3070 + 8000,
@@ -348,7 +360,8 @@ def bench_train() -> dict:
       jax.block_until_ready(m)
 
     run()  # compile + warm-up
-    seconds = _median_time(run, FLAGS.repeats) / FLAGS.steps
+    windows = [w / FLAGS.steps for w in attention_benchmark.wall_times(run, FLAGS.repeats)]
+    seconds = statistics.median(windows)
     frozen = _frozen_levels_seconds(family, model, holder[0], batch)
   rate = b * t / seconds
   flops = model_train_flops_per_sample(config)
@@ -359,7 +372,8 @@ def bench_train() -> dict:
   if frozen is not None:
     frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
   return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_step_s': seconds,
-          'train_samples_per_s': rate, 'train_flops_per_sample': flops,
+          'train_samples_per_s': rate, 'train_samples_per_s_range': _range(b * t, windows),
+          'train_flops_per_sample': flops,
           'train_gflops_per_s': gflops, 'matmul_peak_gflops': peak,
           'train_fraction_of_matmul_peak': None if gflops is None else gflops / peak,
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
@@ -376,6 +390,51 @@ def _frozen_levels_seconds(family, model, state, batch) -> float | None:
                                        for _ in range(FLAGS.steps)])
   run()
   return _median_time(run, FLAGS.repeats) / FLAGS.steps
+
+
+def _range(work: float, seconds: list[float]) -> list[float]:
+  """[least, most] of work / seconds over the timed windows: the spread of a median rate."""
+  return [work / max(seconds), work / min(seconds)]
+
+
+# The reference's figures (../shared/bench/peer_wavenet.py --json) that --peer_json sets beside
+# ours: (its key, our key) for each --what.
+REFERENCE_FIGURES = {
+    'train': [('train', 'train_samples_per_s')],
+    'sampler': [('gen_1_stream', 'sampler_1_stream_samples_per_s'),
+                ('gen_16_streams', 'sampler_16_streams_samples_per_s')],
+}
+
+
+def reference_figures(path: str, config, what: str, figures: dict) -> dict:
+  """The reference WaveNet's samples/s from its benchmark JSON at `path`, each beside ours as
+  `<our key>_reference` and the ratio `<our key>_over_reference`. The reference runs one
+  architecture; --config must be the same network (wavenet.py:peer)."""
+  try:
+    with open(path) as f:
+      doc = json.load(f)
+    (name, ref), = doc['configs'].items()
+    arch = ref['wavenet_kwargs']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'--peer_json={path}: expected the JSON of shared/bench/peer_wavenet.py '
+                     f'with one config ({type(e).__name__}: {e})') from None
+  m = config.model
+  ours = {'layers': m.num_layers, 'residual_channels': m.residual_channels,
+          'gate_channels': m.gate_channels, 'skip_out_channels': m.skip_channels,
+          'kernel_size': m.kernel_size, 'out_channels': 2 ** config.input.bits}
+  if config.model_name != 'wavenet' or any(arch.get(k) != v for k, v in ours.items()):
+    raise ValueError(f'--peer_json={path} times the network {name} {arch}; --config is '
+                     f'{config.model_name} {ours}: use experiments/configs/wavenet.py:peer')
+  out = {'reference': {'json': os.path.abspath(path), 'config': name,
+                       'machine': doc.get('machine'), 'date_utc': doc.get('date_utc')}}
+  for theirs, key in REFERENCE_FIGURES[what]:
+    if key in figures and theirs in ref:
+      rate = ref[theirs]['samples_per_s']
+      out[f'{key}_reference'] = rate
+      out[f'{key}_over_reference'] = figures[key] / rate
+      logging.info('%s: ours %.0f, reference %.0f, ratio %.2f', key, figures[key], rate,
+                   figures[key] / rate)
+  return out
 
 
 def random_model(config) -> tuple:
@@ -401,9 +460,11 @@ def measure_sampler(config, family, model, variables, samples: list[int],
         assert chunk.shape == (streams, n)
 
     run()  # compile
-    sps = streams * n / _median_time(run, repeats)
+    windows = attention_benchmark.wall_times(run, repeats)
+    sps = streams * n / statistics.median(windows)
     key = f'sampler_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
     out[key] = sps
+    out[key + '_range'] = _range(streams * n, windows)
     out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
     logging.info('%s sampler, %d streams: %.0f samples/s', config.model_name, streams, sps)
   return out
@@ -558,6 +619,11 @@ def main(argv):
                     'flow': lambda: flow_benchmark.bench(_median_time),
                     'gan': lambda: gan_benchmark.bench(_median_time),
                     'distill': lambda: distill_benchmark.bench(_median_time)}[FLAGS.what]())
+    if FLAGS.peer_json:
+      if FLAGS.what not in REFERENCE_FIGURES:
+        raise ValueError(f'--peer_json: the reference has figures for --what='
+                         f'{"|".join(REFERENCE_FIGURES)}, not {FLAGS.what}')
+      figures.update(reference_figures(FLAGS.peer_json, FLAGS.config, FLAGS.what, figures))
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():

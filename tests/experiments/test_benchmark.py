@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import attention_benchmark
 from experiments import benchmark
@@ -77,6 +78,8 @@ def test_train_benchmark_writes_json(tmp_path):
   assert figures['train_flops_per_sample'] == 6 * macs
   for key in ('train_samples_per_s', 'train_gflops_per_s', 'train_fraction_of_matmul_peak'):
     assert figures[key] > 0, key
+  lo, hi = figures['train_samples_per_s_range']
+  assert lo <= figures['train_samples_per_s'] <= hi
 
 
 def test_sampler_benchmark_writes_json(tmp_path):
@@ -85,7 +88,42 @@ def test_sampler_benchmark_writes_json(tmp_path):
   for key in ('sampler_1_stream_samples_per_s', 'sampler_16_streams_samples_per_s',
               'naive_sampler_1_stream_samples_per_s', 'sampler_1_stream_realtime_factor'):
     assert figures[key] > 0, key
+  lo, hi = figures['sampler_16_streams_samples_per_s_range']
+  assert lo <= figures['sampler_16_streams_samples_per_s'] <= hi
   assert figures['machine']['cpu_count'] >= 1
+
+
+def _reference_json(path, **arch):
+  """A file in the form shared/bench/peer_wavenet.py --json writes."""
+  kwargs = dict(out_channels=256, layers=30, stacks=3, residual_channels=64, gate_channels=128,
+                skip_out_channels=64, kernel_size=2, **arch)
+  path.write_text(json.dumps({'date_utc': '2026-12-03T00:00:00Z', 'machine': {'nproc': 2},
+                              'configs': {'L30_S3': {
+                                  'wavenet_kwargs': kwargs,
+                                  'train': {'samples_per_s': 20000.},
+                                  'gen_1_stream': {'samples_per_s': 500.},
+                                  'gen_16_streams': {'samples_per_s': 4000.}}}}))
+  return str(path)
+
+
+def test_reference_figures_sit_beside_ours_with_their_ratios(tmp_path):
+  from experiments.configs import wavenet as wavenet_config
+  peer = wavenet_config.get_config('peer')
+  path = _reference_json(tmp_path / 'peer.json')
+  out = benchmark.reference_figures(path, peer, 'sampler', {
+      'sampler_1_stream_samples_per_s': 1000., 'sampler_16_streams_samples_per_s': 12000.})
+  assert out['sampler_1_stream_samples_per_s_reference'] == 500.
+  assert out['sampler_1_stream_samples_per_s_over_reference'] == 2.
+  assert out['sampler_16_streams_samples_per_s_over_reference'] == 3.
+  assert out['reference']['config'] == 'L30_S3'
+  out = benchmark.reference_figures(path, peer, 'train', {'train_samples_per_s': 30000.})
+  assert out['train_samples_per_s_over_reference'] == 1.5
+  # Another network than the reference's, or a file of another form: one line naming both.
+  with pytest.raises(ValueError, match=r'peer\.json times the network L30_S3.*wavenet\.py:peer'):
+    benchmark.reference_figures(path, wavenet_config.get_config(), 'train', {})
+  (tmp_path / 'bad.json').write_text('{"configs": {}}')
+  with pytest.raises(ValueError, match=r'bad\.json: expected the JSON of shared/bench'):
+    benchmark.reference_figures(str(tmp_path / 'bad.json'), peer, 'train', {})
 
 
 def test_spectral_benchmark_writes_json(tmp_path):
