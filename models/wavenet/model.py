@@ -156,7 +156,7 @@ class Model(nn.Module):
     # Mixed precision: parameters are kept in param_dtype (and so are their gradients and the
     # optimizer state); the network computes in dtype; the logits and losses are float32.
     p = params_lib.cast(self._params(), dtype)
-    t = codes.shape[1]
+    t, h = codes.shape[1], self.gate_channels // 2
     x = stem(self, p, codes).astype(dtype)  # [B, T, R]
     x = nn.with_logical_constraint(x, ('batch', 'time', 'embed'))
     lc = condition(self, p, local) if self.local_features else None  # [B, F, C]
@@ -166,9 +166,12 @@ class Model(nn.Module):
     zs = []
     for i, d in enumerate(self.dilations):
       lp = p[f'layer{i}']
-      taps = jnp.concatenate([_shift(x, (self.kernel_size - 1 - j) * d)
-                              for j in range(self.kernel_size)], axis=-1)  # [B, T, kR]
-      y = jnp.einsum('btc,cgh->btgh', taps, lp['conv']['kernel'])
+      # Tap j of the dilated conv sees x delayed by (k - 1 - j) d: one matmul per tap, summed
+      # (concatenating the taps into one [B, T, kR] matmul input cost a copy per layer and was
+      # 7% slower on CPU, fused taps in one matmul with shifted outputs 2.7x slower).
+      kernel = lp['conv']['kernel'].reshape(self.kernel_size, -1, 2, h)  # [k, R, 2, H]
+      y = sum(jnp.einsum('btc,cgh->btgh', _shift(x, (self.kernel_size - 1 - j) * d), kernel[j])
+              for j in range(self.kernel_size))
       y = y + lp['conv']['bias']  # [B, T, 2, H]
       if self.num_global:
         g = jnp.einsum('bc,cgh->bgh', gc, lp['global']['kernel']) + lp['global']['bias']
@@ -296,12 +299,12 @@ def sample_output(model: Model, rng: jax.Array, out: jax.Array, temperature) -> 
 
 
 def draws(model: Model, rng: jax.Array, shape: tuple[int, ...]):
-  """The random numbers of `sample_output` for outputs of batch shape `shape`: Gumbel noise per
-  class (softmax), or per component plus a uniform (mixture). Kept apart so that the cached
-  sampler can draw many steps' worth at once: drawing them one step at a time dominated its
-  cost."""
+  """The random numbers of `sample_output` for outputs of batch shape `shape`: a uniform per
+  draw (softmax, by the inverse CDF), a normal (Gaussian), or Gumbel noise per component plus a
+  uniform (mixture). Kept apart so that the cached sampler can draw many steps' worth at once:
+  drawing them one step at a time dominated its cost."""
   if model.output == 'softmax':
-    return jax.random.gumbel(rng, (*shape, model.num_classes))
+    return jax.random.uniform(rng, shape)
   if model.output == 'gaussian':
     return jax.random.normal(rng, shape)
   r1, r2 = jax.random.split(rng)
@@ -310,9 +313,9 @@ def draws(model: Model, rng: jax.Array, shape: tuple[int, ...]):
 
 
 def sample_from_draws(model: Model, noise, out: jax.Array, temperature) -> jax.Array:
-  """`sample_output` given its `draws`: Gumbel-max sampling (as jax.random.categorical)."""
+  """`sample_output` given its `draws`."""
   if model.output == 'softmax':
-    return sampling.gumbel_max(out, noise, temperature)
+    return sampling.inverse_cdf(out, noise, temperature)
   temperature = jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
   if model.output == 'gaussian':
     mu, log_s = gaussian_params(out)

@@ -10,8 +10,9 @@ import pytest
 from models import wavenet
 from models.layers import sampling
 
-# Dilations 1, 2, 4, 8, 16, 1: the sampler's blocks (wavenet.sampler._BLOCK = 16 steps) take the
-# 16 from a whole block at once and the rest step by step. Receptive field 34.
+# Dilations 1, 2, 4, 8, 16, 1: the sampler's blocks of several streams (wavenet.sampler._BLOCK =
+# 16 steps) take the 16 from a whole block at once and the rest step by step; a lone stream's
+# blocks (32 steps) take them all step by step. Receptive field 34.
 SMALL = dict(num_classes=32, residual_channels=16, gate_channels=32, skip_channels=16,
              num_layers=6, dilation_cycle=5, num_mixtures=4)
 HOP = 7  # samples per conditioning frame
@@ -133,11 +134,13 @@ def test_sample_codes_does_not_depend_on_chunks_or_threads(config, monkeypatch):
   assert not np.array_equal(a, _generate(m, v, jax.random.key(8), 42, chunk_samples=50, **kw))
 
 
-def test_naive_generate_matches_sample_codes():
+@pytest.mark.parametrize('batch,cycle', [(2, 5), (1, 7)])
+def test_naive_generate_matches_sample_codes(batch, cycle):
   # A prompt as long as the receptive field leaves no zero padding in either sampler's view, so
-  # both see the same context and draw the same random numbers: the codes agree exactly.
-  m, v, codes, _, _ = _setup(batch=2, length=34)
-  assert codes.shape[1] == m.receptive_field
+  # both see the same context and draw the same random numbers: the codes agree exactly. One
+  # stream with dilations 1 .. 32 runs the lone stream's blocks, which take dilation 32 at once.
+  m = wavenet.Model(**{**SMALL, 'dilation_cycle': cycle})
+  m, v, codes, _, _ = _setup(batch=batch, length=m.receptive_field, dilation_cycle=cycle)
   naive = wavenet.naive_generate(m, v, jax.random.key(9), 40, codes)
   cached = _generate(m, v, jax.random.key(9), 40, prompt=np.asarray(codes), chunk_samples=16)
   np.testing.assert_array_equal(naive, cached)
@@ -163,12 +166,26 @@ def test_continuous_output_probabilities_sum_to_one_and_sampling_follows_them(ou
     assert x.min() >= 0 and x.max() < m.num_classes
 
 
-def test_softmax_sampling_is_categorical():
-  m = wavenet.Model(**SMALL)
-  out = jax.random.normal(jax.random.key(0), (8, m.num_classes))
-  for temperature in (1., 0.5):
-    np.testing.assert_array_equal(wavenet.sample_output(m, jax.random.key(1), out, temperature),
-                                  jax.random.categorical(jax.random.key(1), out / temperature))
+def test_softmax_sampling_follows_the_tempered_probabilities():
+  m = wavenet.Model(**{**SMALL, 'num_classes': 16})
+  logits = 3. * jax.random.normal(jax.random.key(0), (m.num_classes,)).at[5].set(-1e4)
+  sample = jax.jit(lambda rng, out, t: wavenet.sample_output(m, rng, out, t))
+  for temperature in (1., 0.5, 2.):
+    x = np.asarray(sample(jax.random.key(1), jnp.broadcast_to(logits, (40000, 16)), temperature))
+    freq = np.bincount(x, minlength=16) / x.size
+    np.testing.assert_allclose(freq, jax.nn.softmax(logits / temperature), atol=0.01)
+    assert freq[5] == 0  # a class of zero probability is never drawn
+  np.testing.assert_array_equal(sample(jax.random.key(1), logits[None], 0.), [jnp.argmax(logits)])
+
+
+def test_inverse_cdf_cumulative_sums_are_exact_sums():
+  for q in (256, 30, 7):  # grids 16 x 16, 5 x 6, 1 x 7
+    p = jax.random.uniform(jax.random.key(q), (3, q))
+    np.testing.assert_allclose(sampling.cumsum(p), np.cumsum(p, -1), rtol=1e-6)
+  # u at 0 and just below 1 give the first and last classes of nonzero probability.
+  logits = jnp.array([[-1e4, 0., 1., -1e4]] * 2)
+  np.testing.assert_array_equal(sampling.inverse_cdf(logits, jnp.array([0., 1. - 1e-7]), 1.),
+                                [1, 2])
 
 
 def test_bad_config_and_inputs():
