@@ -33,9 +33,12 @@ rate (samples/s per stream / rate), each a median over `--repeats` windows with 
 field each step, for one stream.
 
 --peer_json (train, sampler) reads the reference WaveNet's figures, measured on the same machine
-by shared/bench/peer_wavenet.py --json, and reports beside ours its samples/s
-(`<figure>_reference`) and our ratio to it (`<figure>_over_reference`) for training and for 1
-and 16 sampler streams. The reference runs one network, so --config must be the same one
+(r9y9/wavenet_vocoder, PyTorch, timed at its own benchmark setting: training batch 4 x 8,000,
+generation for 1 and 16 streams), and reports beside ours its samples/s (`<figure>_reference`)
+and our ratio to it (`<figure>_over_reference`). The file holds
+{'configs': {name: {'wavenet_kwargs': {layers, residual_channels, gate_channels,
+skip_out_channels, kernel_size, out_channels}, 'train' | 'gen_1_stream' | 'gen_16_streams':
+{'samples_per_s': ...}}}}, one config; --config must be the same network
 (experiments/configs/wavenet.py:peer).
 
 --what=memory plans `--config`'s train step for `--mesh` (e.g. 'data:4,model:2'; axes left out
@@ -145,9 +148,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('naive_samples', 20, 'Steps of the naive sampler.')
   flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
   flags.DEFINE_string('peer_json', None,
-                      'train, sampler: the reference WaveNet\'s figures (the --json of '
-                      'shared/bench/peer_wavenet.py, measured on this machine), reported beside '
-                      'ours with their ratios.')
+                      'train, sampler: the reference WaveNet\'s benchmark JSON, measured on '
+                      'this machine (form: see the module docstring), reported beside ours with '
+                      'their ratios.')
   flags.DEFINE_string('dataset', '16k', 'Maestro builder config.')
   flags.DEFINE_integer('batch_size', 16, 'Global batch.')
   flags.DEFINE_integer('crop_samples', 3070 + 8000,
@@ -397,7 +400,7 @@ def _range(work: float, seconds: list[float]) -> list[float]:
   return [work / max(seconds), work / min(seconds)]
 
 
-# The reference's figures (../shared/bench/peer_wavenet.py --json) that --peer_json sets beside
+# The reference's figures (its benchmark JSON, see the docstring) that --peer_json sets beside
 # ours: (its key, our key) for each --what.
 REFERENCE_FIGURES = {
     'train': [('train', 'train_samples_per_s')],
@@ -416,8 +419,8 @@ def reference_figures(path: str, config, what: str, figures: dict) -> dict:
     (name, ref), = doc['configs'].items()
     arch = ref['wavenet_kwargs']
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f'--peer_json={path}: expected the JSON of shared/bench/peer_wavenet.py '
-                     f'with one config ({type(e).__name__}: {e})') from None
+    raise ValueError(f'--peer_json={path}: expected the reference benchmark\'s JSON with one '
+                     f'config ({type(e).__name__}: {e})') from None
   m = config.model
   ours = {'layers': m.num_layers, 'residual_channels': m.residual_channels,
           'gate_channels': m.gate_channels, 'skip_out_channels': m.skip_channels,

@@ -94,7 +94,7 @@ def test_sampler_benchmark_writes_json(tmp_path):
 
 
 def _reference_json(path, **arch):
-  """A file in the form shared/bench/peer_wavenet.py --json writes."""
+  """A reference benchmark JSON (the form experiments/benchmark.py describes)."""
   kwargs = dict(out_channels=256, layers=30, stacks=3, residual_channels=64, gate_channels=128,
                 skip_out_channels=64, kernel_size=2, **arch)
   path.write_text(json.dumps({'date_utc': '2026-12-03T00:00:00Z', 'machine': {'nproc': 2},
@@ -122,7 +122,7 @@ def test_reference_figures_sit_beside_ours_with_their_ratios(tmp_path):
   with pytest.raises(ValueError, match=r'peer\.json times the network L30_S3.*wavenet\.py:peer'):
     benchmark.reference_figures(path, wavenet_config.get_config(), 'train', {})
   (tmp_path / 'bad.json').write_text('{"configs": {}}')
-  with pytest.raises(ValueError, match=r'bad\.json: expected the JSON of shared/bench'):
+  with pytest.raises(ValueError, match=r"bad\.json: expected the reference benchmark's JSON"):
     benchmark.reference_figures(str(tmp_path / 'bad.json'), peer, 'train', {})
 
 
