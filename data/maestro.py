@@ -442,7 +442,7 @@ def _describe_source(record: dict) -> str:
                                                   if sha else '')
 
 
-def check_source(builder: 'Maestro', manual_dir: str | None) -> None:
+def check_source(builder, manual_dir: str | None) -> None:
   """Checks that a prepared dataset was prepared from `manual_dir` (None: the embedded corpus).
 
   The source matches when both are the embedded corpus of the same version, or both are MAESTRO
@@ -503,20 +503,27 @@ def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
     ValueError: the prepared dataset in `data_dir` comes from another source (`check_source`).
   """
   config = get_config(config)
+  return prepare_builder(lambda d: Maestro(config=config, data_dir=d, **builder_kwargs),
+                         manual_dir, data_dir)
+
+
+def prepare_builder(make, manual_dir: str | None, data_dir: str | None):
+  """`prepare` for any builder over a MAESTRO directory: `make(data_dir)` gives the builder
+  (data_dir None: TFDS's default), whose data lives in data_dir/<name>/<config>/<version>."""
   asked = manual_dir
   if manual_dir is None:
     manual_dir, default_data_dir = embedded_dirs()
     data_dir = data_dir or default_data_dir
-  builder = Maestro(config=config, data_dir=data_dir, **builder_kwargs)
+  builder = make(data_dir)
   if not builder.is_prepared():
-    # data_dir/maestro/<config>/<version>: the lock lives in data_dir (TFDS's default if None).
+    # data_dir/<name>/<config>/<version>: the lock lives in data_dir (TFDS's default if None).
     root = data_dir or os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
     with workers.exit_on_sigterm(), workers.file_lock(os.path.join(root, '.prepare.lock')):
       if asked is None and not os.path.exists(manual_dir):
         from data import corpus  # pylint: disable=g-import-not-at-top
         logging.info('Generating the embedded corpus in %s', manual_dir)
         corpus.write_corpus(manual_dir)
-      builder = Maestro(config=config, data_dir=data_dir, **builder_kwargs)  # another job's?
+      builder = make(data_dir)  # another job's?
       if not builder.is_prepared():
         _remove_incomplete(builder)
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -526,7 +533,7 @@ def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
   return builder
 
 
-def _remove_incomplete(builder: Maestro) -> None:
+def _remove_incomplete(builder) -> None:
   """Removes the `incomplete.*` directories that killed preparations of this config left.
 
   Only called under the lock, when no other preparation on this machine is running.
