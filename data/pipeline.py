@@ -47,7 +47,7 @@ def load_source(config: ml_collections.ConfigDict):
   return sources[config.split], builder
 
 
-class _WithIndex:
+class WithIndex:
   """A random-access source whose records carry their own index."""
 
   def __init__(self, source):
@@ -56,7 +56,9 @@ class _WithIndex:
   def __len__(self):
     return len(self._source)
 
-  def __repr__(self):  # grain compares reprs to match a checkpoint with its source
+  def __repr__(self):
+    # grain matches a checkpoint with its source by repr; the class's earlier name keeps the
+    # runs checkpointed under it restorable.
     return f'_WithIndex({self._source!r})'
 
   def __getitem__(self, i):
@@ -181,7 +183,7 @@ def make_loader(config: ml_collections.ConfigDict, source, builder, per_process_
   sampler = GlobalBatchSlice(order, shard_index, shard_count, per_process_batch,
                              config.drop_remainder)
   return grain.DataLoader(
-      data_source=_WithIndex(source), sampler=sampler, shard_options=grain.sharding.NoSharding(),
+      data_source=WithIndex(source), sampler=sampler, shard_options=grain.sharding.NoSharding(),
       operations=[_Crop(config.crop_samples, hop, keys, config.mel.n_fft),
                   _Encode(config.encoding, config.bits),
                   grain.transforms.Batch(per_process_batch, drop_remainder=config.drop_remainder)],
@@ -247,7 +249,7 @@ class Batches:
   def __next__(self) -> dict:
     batch = next(self._iterator)
     if self._pad:
-      n = len(batch['audio'])
+      n = len(next(iter(batch.values())))
       batch = {k: np.concatenate([v, np.zeros((self._batch - n,) + v.shape[1:], v.dtype)])
                for k, v in batch.items()}
       batch['mask'] = np.arange(self._batch) < n
