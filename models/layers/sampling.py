@@ -1,4 +1,5 @@
-"""Drawing samples: Gumbel-max or the inverse CDF over logits, per-stream keys, and host threads for streams.
+"""Drawing samples: Gumbel-max or the inverse CDF over logits, per-stream keys, and host threads
+for streams.
 
 Every sampler draws the value at position t of stream i with the key
 fold_in(fold_in(rng, t), i), so that its draws do not depend on chunking, on which other
