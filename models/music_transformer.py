@@ -63,37 +63,27 @@ class Model(nn.Module):
   def start_token(self) -> int:
     return self.vocab_size
 
-  def _p(self, name, shape, axes, init):
-    return params_lib.param(self, name, shape, axes, init)
-
-  def _dense(self, name, d_in, d_out, axes_in, axes_out, scale=1.0):
-    return params_lib.dense(self, name, d_in, d_out, axes_in, axes_out, scale)
-
-  def _norm(self, name):
-    return {'scale': self._p(f'{name}_scale', (self.embed_dim,), ('embed',),
-                             nn.initializers.ones),
-            'bias': self._p(f'{name}_bias', (self.embed_dim,), ('embed',), nn.initializers.zeros)}
-
   @nn.compact
   def _params(self) -> dict:
     """Creates (init) or fetches (apply) every parameter, as the nested dict the sampler uses."""
     e, h, d, m = self.embed_dim, self.num_heads, self.head_dim, self.mlp_dim
     res = 1. / (2 * self.num_layers)  # the residual projections' variance scale
-    p = {'embed': self._p('embed', (self.vocab_size + 1, e), ('vocab', 'embed'),
-                          nn.initializers.normal(1.))}
+    p = {'embed': params_lib.param(self, 'embed', (self.vocab_size + 1, e),
+                                   ('vocab', 'embed'), nn.initializers.normal(1.))}
     for i in range(self.num_layers):
       p[f'layer{i}'] = {
-          'ln1': self._norm(f'l{i}_ln1'),
-          'qkv': self._dense(f'l{i}_qkv', e, (3, h, d), 'embed', (None, 'heads', 'kv')),
+          'ln1': params_lib.layer_norm(self, f'l{i}_ln1', e),
+          'qkv': params_lib.dense(self, f'l{i}_qkv', e, (3, h, d), 'embed',
+                                  (None, 'heads', 'kv')),
           # q . emb has the variance of q . k at init.
-          'rel': self._p(f'l{i}_rel', (h, self.max_distance, d), ('heads', None, 'kv'),
-                         nn.initializers.normal(d ** -0.5)),
-          'out': self._dense(f'l{i}_out', (h, d), e, ('heads', 'kv'), 'embed', res),
-          'ln2': self._norm(f'l{i}_ln2'),
-          'mlp_in': self._dense(f'l{i}_mlp_in', e, m, 'embed', 'mlp'),
-          'mlp_out': self._dense(f'l{i}_mlp_out', m, e, 'mlp', 'embed', res)}
-    p['ln_f'] = self._norm('ln_f')
-    p['head'] = self._dense('head', e, self.vocab_size, 'embed', 'vocab')
+          'rel': params_lib.param(self, f'l{i}_rel', (h, self.max_distance, d),
+                                  ('heads', None, 'kv'), nn.initializers.normal(d ** -0.5)),
+          'out': params_lib.dense(self, f'l{i}_out', (h, d), e, ('heads', 'kv'), 'embed', res),
+          'ln2': params_lib.layer_norm(self, f'l{i}_ln2', e),
+          'mlp_in': params_lib.dense(self, f'l{i}_mlp_in', e, m, 'embed', 'mlp'),
+          'mlp_out': params_lib.dense(self, f'l{i}_mlp_out', m, e, 'mlp', 'embed', res)}
+    p['ln_f'] = params_lib.layer_norm(self, 'ln_f', e)
+    p['head'] = params_lib.dense(self, 'head', e, self.vocab_size, 'embed', 'vocab')
     return p
 
   def __call__(self, tokens: jax.Array) -> jax.Array:

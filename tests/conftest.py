@@ -287,6 +287,20 @@ def run_module(module: str, *args, env=None, timeout=300, wait=True):
   return proc.returncode, out
 
 
+def bad_midi(d: str, row: dict) -> tuple[str, str]:
+  """Overwrites the MIDI file of CSV `row` in MAESTRO directory `d` with bytes that do not
+  parse; (the file's name, the words its error must hold)."""
+  with open(os.path.join(d, row['midi_filename']), 'wb') as f:
+    f.write(b'MThd\x00\x00\x00\x06not a midi file at all')
+  return row['midi_filename'], 'does not parse'
+
+
+def missing_midi(d: str, row: dict) -> tuple[str, str]:
+  """Removes the MIDI file of CSV `row`; (its name, the words its error must hold)."""
+  os.remove(os.path.join(d, row['midi_filename']))
+  return row['midi_filename'], 'missing'
+
+
 @pytest.fixture(scope='session')
 def maestro_dir(tmp_path_factory):
   """A MAESTRO-v3-format directory: 4 pieces (2 train, 1 validation, 1 test) of at most 4 s,

@@ -31,6 +31,12 @@ def dense(module: nn.Module, name: str, d_in, d_out, axes_in, axes_out,
           'bias': param(module, f'{name}_bias', d_out, axes_out, nn.initializers.zeros)}
 
 
+def layer_norm(module: nn.Module, name: str, dim: int, axis: str = 'embed') -> dict:
+  """{'scale': ones [dim], 'bias': zeros [dim]} of a LayerNorm over logical axis `axis`."""
+  return {'scale': param(module, f'{name}_scale', (dim,), (axis,), nn.initializers.ones),
+          'bias': param(module, f'{name}_bias', (dim,), (axis,), nn.initializers.zeros)}
+
+
 def nested(model: nn.Module, variables: dict) -> dict:
   """The nested parameter dict of `variables` ({'params': ...}), from the model's `_params`."""
   return model.apply(variables, method=lambda m: m._params())  # pylint: disable=protected-access

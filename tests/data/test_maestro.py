@@ -16,6 +16,8 @@ import soundfile as sf
 from data import audio
 from data import maestro
 from data import midi
+from tests.conftest import bad_midi
+from tests.conftest import missing_midi
 from tests.conftest import ROOT
 from tests.conftest import TEST_CONFIG
 
@@ -201,17 +203,6 @@ def wrong_sample_rate(d, row):
   sf.write(p, x[::8], sr // 8, subtype='PCM_16')
   _set_in_csv(d, 'duration', str(len(x[::8]) / (sr // 8)))
   return row['audio_filename'], 'below the dataset'
-
-
-def bad_midi(d, row):
-  with open(os.path.join(d, row['midi_filename']), 'wb') as f:
-    f.write(b'MThd\x00\x00\x00\x06not a midi file at all')
-  return row['midi_filename'], 'does not parse'
-
-
-def missing_midi(d, row):
-  os.remove(os.path.join(d, row['midi_filename']))
-  return row['midi_filename'], 'missing'
 
 
 def bad_csv_value(d, row):

@@ -13,6 +13,8 @@ from data import maestro
 from data import maestro_midi
 from data import midi
 from data import midi_events
+from tests.conftest import bad_midi
+from tests.conftest import missing_midi
 
 
 def _rows(d):
@@ -55,17 +57,6 @@ def test_pieces_per_split_hold_the_files_notes(built_midi, maestro_dir):
     assert json.load(f)['manual_dir'] == os.path.abspath(maestro_dir)
 
 
-def _bad_midi(d, row):
-  with open(os.path.join(d, row['midi_filename']), 'wb') as f:
-    f.write(b'MThd\x00\x00\x00\x06not a midi file at all')
-  return row['midi_filename'], 'does not parse'
-
-
-def _missing_midi(d, row):
-  os.remove(os.path.join(d, row['midi_filename']))
-  return row['midi_filename'], 'missing'
-
-
 def _bad_csv_value(d, row):
   rows = _rows(d)
   next(r for r in rows if r['midi_filename'] == row['midi_filename'])['year'] = 'MMIV'
@@ -73,7 +64,7 @@ def _bad_csv_value(d, row):
   return 'maestro-v3.0.0.csv:', 'bad row'
 
 
-FAULTS = [_bad_midi, _missing_midi, _bad_csv_value]
+FAULTS = [bad_midi, missing_midi, _bad_csv_value]
 
 
 @pytest.mark.parametrize('fault', FAULTS, ids=lambda f: f.__name__)
@@ -98,7 +89,7 @@ def test_a_bad_piece_fails_in_one_line_or_is_skipped_and_listed(fault, maestro_d
 def test_a_split_without_pieces_stops_preparation(maestro_dir, tmp_path):
   d = str(tmp_path / 'm')
   shutil.copytree(maestro_dir, d)
-  _bad_midi(d, next(r for r in _rows(d) if r['split'] == 'validation'))
+  bad_midi(d, next(r for r in _rows(d) if r['split'] == 'validation'))
   with pytest.raises(maestro.BadFileError, match="split 'validation' is empty: all 1 of its "
                                                  'pieces are bad'):
     maestro_midi.prepare(d, str(tmp_path / 'tfds'), on_bad_file='skip')
