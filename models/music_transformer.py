@@ -29,8 +29,9 @@ from data import midi_events
 from models import relative_attention
 from models.layers import params as params_lib
 from models.layers import sampling
+from models.sparse_transformer.model import constrain
 from models.sparse_transformer.model import layer
-from models.sparse_transformer.model import layer_norm
+from models.sparse_transformer.model import logits
 
 
 class Model(nn.Module):
@@ -97,16 +98,11 @@ class Model(nn.Module):
       rel = p[f'layer{i}']['rel']
       attend = lambda q, k, v, rel=rel: (relative_attention.attend(q, k, v, rel), None)
       x, _ = layer(self, p[f'layer{i}'], x, None, attend)
-    return _logits(p, x)
+    return logits(self, p, x)
 
 
 def _embed(model: Model, p: dict, tokens: jax.Array) -> jax.Array:
-  x = p['embed'][tokens].astype(jnp.dtype(model.dtype))
-  return nn.with_logical_constraint(x, ('batch', 'time', 'embed')[:x.ndim - 1] + ('embed',))
-
-
-def _logits(p: dict, x: jax.Array) -> jax.Array:
-  return layer_norm(p['ln_f'], x) @ p['head']['kernel'] + p['head']['bias']
+  return constrain(p['embed'][tokens].astype(jnp.dtype(model.dtype)), 'embed')
 
 
 def unboxed_params(model: Model, variables: dict) -> dict:
@@ -152,7 +148,7 @@ def step(model: Model, p: dict, cache: dict, tokens: jax.Array) -> tuple[jax.Arr
     x, (kc, vc) = layer(model, p[f'layer{i}'], x, None, attend)
     ks.append(kc)
     vs.append(vc)
-  return _logits(p, x), {'t': t + 1, 'k': ks, 'v': vs}
+  return logits(model, p, x), {'t': t + 1, 'k': ks, 'v': vs}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
