@@ -168,7 +168,7 @@ class Model(nn.Module):
       lp = p[f'layer{i}']
       # Tap j of the dilated conv sees x delayed by (k - 1 - j) d: one matmul per tap, summed
       # (concatenating the taps into one [B, T, kR] matmul input cost a copy per layer and was
-      # 7% slower on CPU, fused taps in one matmul with shifted outputs 2.7x slower).
+      # 5-13% slower on CPU; both taps in one matmul with shifted outputs 2.6x slower).
       kernel = lp['conv']['kernel'].reshape(self.kernel_size, -1, 2, h)  # [k, R, 2, H]
       y = sum(jnp.einsum('btc,cgh->btgh', _shift(x, (self.kernel_size - 1 - j) * d), kernel[j])
               for j in range(self.kernel_size))
