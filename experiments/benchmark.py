@@ -33,13 +33,8 @@ rate (samples/s per stream / rate), each a median over `--repeats` windows with 
 field each step, for one stream.
 
 --peer_json (train, sampler) reads the reference WaveNet's figures, measured on the same machine
-(r9y9/wavenet_vocoder, PyTorch, timed at its own benchmark setting: training batch 4 x 8,000,
-generation for 1 and 16 streams), and reports beside ours its samples/s (`<figure>_reference`)
-and our ratio to it (`<figure>_over_reference`). The file holds
-{'configs': {name: {'wavenet_kwargs': {layers, residual_channels, gate_channels,
-skip_out_channels, kernel_size, out_channels}, 'train' | 'gen_1_stream' | 'gen_16_streams':
-{'samples_per_s': ...}}}}, one config; --config must be the same network
-(experiments/configs/wavenet.py:peer).
+(experiments/reference_benchmark.py gives the file's form), and reports beside ours its
+samples/s (`<figure>_reference`) and our ratio to it (`<figure>_over_reference`).
 
 --what=memory plans `--config`'s train step for `--mesh` (e.g. 'data:4,model:2'; axes left out
 have size 1) and the config's global batch: compiled ahead of time, on that many faked CPU
@@ -122,6 +117,7 @@ from experiments import distributed
 from experiments import flow_benchmark
 from experiments import gan_benchmark
 from experiments import memory
+from experiments import reference_benchmark
 from experiments import sharding
 from experiments import spectral_benchmark
 from experiments import state as state_lib
@@ -143,14 +139,13 @@ def define_flags() -> None:
       lock_config=True)
   flags.DEFINE_integer('steps', 5, 'Training steps per timed window.')
   flags.DEFINE_list('sampler_samples', ['16000', '4000'],
-                    'Samples per stream generated per timed window, for 1 and 16 '
-                    'streams.')
+                    'Samples per stream generated per timed window, for 1 and 16 streams.')
   flags.DEFINE_integer('naive_samples', 20, 'Steps of the naive sampler.')
   flags.DEFINE_string('json', None, 'Write the figures to this JSON file.')
   flags.DEFINE_string('peer_json', None,
                       'train, sampler: the reference WaveNet\'s benchmark JSON, measured on '
-                      'this machine (form: see the module docstring), reported beside ours with '
-                      'their ratios.')
+                      'this machine (form: experiments/reference_benchmark.py), set beside '
+                      'ours with their ratios.')
   flags.DEFINE_string('dataset', '16k', 'Maestro builder config.')
   flags.DEFINE_integer('batch_size', 16, 'Global batch.')
   flags.DEFINE_integer('crop_samples', 3070 + 8000,
@@ -400,46 +395,6 @@ def _range(work: float, seconds: list[float]) -> list[float]:
   return [work / max(seconds), work / min(seconds)]
 
 
-# The reference's figures (its benchmark JSON, see the docstring) that --peer_json sets beside
-# ours: (its key, our key) for each --what.
-REFERENCE_FIGURES = {
-    'train': [('train', 'train_samples_per_s')],
-    'sampler': [('gen_1_stream', 'sampler_1_stream_samples_per_s'),
-                ('gen_16_streams', 'sampler_16_streams_samples_per_s')],
-}
-
-
-def reference_figures(path: str, config, what: str, figures: dict) -> dict:
-  """The reference WaveNet's samples/s from its benchmark JSON at `path`, each beside ours as
-  `<our key>_reference` and the ratio `<our key>_over_reference`. The reference runs one
-  architecture; --config must be the same network (wavenet.py:peer)."""
-  try:
-    with open(path) as f:
-      doc = json.load(f)
-    (name, ref), = doc['configs'].items()
-    arch = ref['wavenet_kwargs']
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f'--peer_json={path}: expected the reference benchmark\'s JSON with one '
-                     f'config ({type(e).__name__}: {e})') from None
-  m = config.model
-  ours = {'layers': m.num_layers, 'residual_channels': m.residual_channels,
-          'gate_channels': m.gate_channels, 'skip_out_channels': m.skip_channels,
-          'kernel_size': m.kernel_size, 'out_channels': 2 ** config.input.bits}
-  if config.model_name != 'wavenet' or any(arch.get(k) != v for k, v in ours.items()):
-    raise ValueError(f'--peer_json={path} times the network {name} {arch}; --config is '
-                     f'{config.model_name} {ours}: use experiments/configs/wavenet.py:peer')
-  out = {'reference': {'json': os.path.abspath(path), 'config': name,
-                       'machine': doc.get('machine'), 'date_utc': doc.get('date_utc')}}
-  for theirs, key in REFERENCE_FIGURES[what]:
-    if key in figures and theirs in ref:
-      rate = ref[theirs]['samples_per_s']
-      out[f'{key}_reference'] = rate
-      out[f'{key}_over_reference'] = figures[key] / rate
-      logging.info('%s: ours %.0f, reference %.0f, ratio %.2f', key, figures[key], rate,
-                   figures[key] / rate)
-  return out
-
-
 def random_model(config) -> tuple:
   """(family, model, variables) of `config` with random parameters."""
   family, model = models.family(config.model_name), models.create(config)
@@ -616,17 +571,16 @@ def main(argv):
   if FLAGS.what not in ('input', 'spectral', 'flow', 'gan', 'distill'):
     figures['config'] = json.loads(FLAGS.config.to_json_best_effort())
   try:
+    reference = (reference_benchmark.load(FLAGS.peer_json, FLAGS.config, FLAGS.what)
+                 if FLAGS.peer_json else None)
     figures.update({'input': bench_input, 'train': bench_train, 'sampler': bench_sampler,
                     'memory': bench_memory,
                     'attention': bench_attention, 'spectral': bench_spectral,
                     'flow': lambda: flow_benchmark.bench(_median_time),
                     'gan': lambda: gan_benchmark.bench(_median_time),
                     'distill': lambda: distill_benchmark.bench(_median_time)}[FLAGS.what]())
-    if FLAGS.peer_json:
-      if FLAGS.what not in REFERENCE_FIGURES:
-        raise ValueError(f'--peer_json: the reference has figures for --what='
-                         f'{"|".join(REFERENCE_FIGURES)}, not {FLAGS.what}')
-      figures.update(reference_figures(FLAGS.peer_json, FLAGS.config, FLAGS.what, figures))
+    if reference is not None:
+      figures.update(reference_benchmark.beside(reference, figures))
   except ValueError as e:  # a config that does not fit the mesh, a bad flag value
     raise SystemExit(f'benchmark: {e}') from None
   if distributed.is_main():

@@ -15,6 +15,7 @@ from experiments import benchmark
 from experiments import distill_benchmark
 from experiments import flow_benchmark
 from experiments import gan_benchmark
+from experiments import reference_benchmark
 from experiments import train_gan
 from models import attention
 
@@ -94,7 +95,7 @@ def test_sampler_benchmark_writes_json(tmp_path):
 
 
 def _reference_json(path, **arch):
-  """A reference benchmark JSON (the form experiments/benchmark.py describes)."""
+  """A reference benchmark JSON (the form experiments/reference_benchmark.py describes)."""
   kwargs = dict(out_channels=256, layers=30, stacks=3, residual_channels=64, gate_channels=128,
                 skip_out_channels=64, kernel_size=2, **arch)
   path.write_text(json.dumps({'date_utc': '2026-12-03T00:00:00Z', 'machine': {'nproc': 2},
@@ -110,20 +111,20 @@ def test_reference_figures_sit_beside_ours_with_their_ratios(tmp_path):
   from experiments.configs import wavenet as wavenet_config
   peer = wavenet_config.get_config('peer')
   path = _reference_json(tmp_path / 'peer.json')
-  out = benchmark.reference_figures(path, peer, 'sampler', {
+  out = reference_benchmark.figures(path, peer, 'sampler', {
       'sampler_1_stream_samples_per_s': 1000., 'sampler_16_streams_samples_per_s': 12000.})
   assert out['sampler_1_stream_samples_per_s_reference'] == 500.
   assert out['sampler_1_stream_samples_per_s_over_reference'] == 2.
   assert out['sampler_16_streams_samples_per_s_over_reference'] == 3.
   assert out['reference']['config'] == 'L30_S3'
-  out = benchmark.reference_figures(path, peer, 'train', {'train_samples_per_s': 30000.})
+  out = reference_benchmark.figures(path, peer, 'train', {'train_samples_per_s': 30000.})
   assert out['train_samples_per_s_over_reference'] == 1.5
   # Another network than the reference's, or a file of another form: one line naming both.
   with pytest.raises(ValueError, match=r'peer\.json times the network L30_S3.*wavenet\.py:peer'):
-    benchmark.reference_figures(path, wavenet_config.get_config(), 'train', {})
+    reference_benchmark.figures(path, wavenet_config.get_config(), 'train', {})
   (tmp_path / 'bad.json').write_text('{"configs": {}}')
   with pytest.raises(ValueError, match=r"bad\.json: expected the reference benchmark's JSON"):
-    benchmark.reference_figures(str(tmp_path / 'bad.json'), peer, 'train', {})
+    reference_benchmark.figures(str(tmp_path / 'bad.json'), peer, 'train', {})
 
 
 def test_spectral_benchmark_writes_json(tmp_path):
