@@ -28,26 +28,8 @@ from data import midi_events
 from data import pipeline
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The `config.input` of an events model."""
-  return ml_collections.ConfigDict({
-      'manual_dir': None,  # a MAESTRO directory; None: the embedded corpus
-      'data_dir': None,
-      'split': 'train',
-      'batch_size': 16,
-      'window': 2048,  # events per example
-      'augment': True,  # the paper's transpositions and time stretches
-      'shuffle': True,
-      'num_epochs': None,  # None: repeat forever
-      'drop_remainder': True,
-      'seed': 0,
-      'worker_count': 0,
-      'worker_buffer_size': 2,
-  })
-
-
 def load_source(config: ml_collections.ConfigDict):
-  """The MIDI dataset's split `config.split`."""
+  """The MIDI dataset's split `config.split` (`config`: data/specs.events_input_config())."""
   sources = maestro_midi.prepare(config.manual_dir, config.data_dir).as_data_source()
   if config.split not in sources:
     raise ValueError(f'input.split={config.split!r}: expected one of {", ".join(sources)}')
@@ -95,8 +77,8 @@ def make_batches(config: ml_collections.ConfigDict,
                  sharding: jax.sharding.NamedSharding | None = None,
                  shard_index: int | None = None,
                  shard_count: int | None = None) -> pipeline.Batches:
-  """Global batches of `config` (`default_config`) laid out with `sharding`, or host numpy
-  batches of this process when it is None."""
+  """Global batches of `config` (data/specs.events_input_config()) laid out with `sharding`,
+  or host numpy batches of this process when it is None."""
   source = load_source(config)
   per_process = pipeline.batch_shards(config.batch_size, sharding)
   shard_index = jax.process_index() if shard_index is None else shard_index
@@ -105,3 +87,49 @@ def make_batches(config: ml_collections.ConfigDict,
   logging.info('Input: maestro_midi %s, %d pieces, %d per process-batch, shard %d of %d',
                config.split, len(source), per_process, shard_index, shard_count)
   return pipeline.Batches(loader, sharding, per_process, pad=not config.drop_remainder)
+
+
+def _pieces(config: ml_collections.ConfigDict, split: str) -> list[np.ndarray]:
+  """The events of every piece of `split`, in order, unaugmented."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.split = split
+  source = load_source(c)
+  return [midi_events.encode(maestro_midi.notes_of(source[i])) for i in range(len(source))]
+
+
+def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
+                 sharding: jax.sharding.NamedSharding, max_batches: int | None = None):
+  """Every piece of `split` once, in order, cut into consecutive windows of `config.window`
+  events (a piece's last window holds the rest, masked by `event_mask`), each scored from the
+  start token; global batches (or the first `max_batches`) with 'mask' False on padding rows.
+
+  Every process reads the split and builds its own rows of each global batch, so the windows
+  do not depend on the process count."""
+  window = config.window
+  pieces = _pieces(config, split)
+  windows = [(i, s) for i, e in enumerate(pieces) for s in range(0, max(len(e), 1), window)]
+  per_process = pipeline.batch_shards(batch_size, sharding)
+  n = -(-len(windows) // batch_size)
+  if max_batches is not None:
+    n = min(n, max_batches)
+  first = jax.process_index() * per_process
+  for b in range(n):
+    rows = windows[b * batch_size + first:b * batch_size + first + per_process]
+    events = np.zeros((per_process, window), np.int32)
+    for r, (i, s) in enumerate(rows):
+      part = pieces[i][s:s + window]
+      events[r, :len(part)] = part
+    lengths = [len(pieces[i][s:s + window]) for i, s in rows] + [0] * (per_process - len(rows))
+    host = {'events': events, 'event_mask': np.arange(window) < np.array(lengths)[:, None],
+            'mask': np.arange(per_process) < len(rows)}
+    yield {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
+           for k, v in host.items()}
+
+
+def marginal_entropy_bits(config: ml_collections.ConfigDict, split: str) -> float:
+  """Entropy of the event histogram of `split` in bits: the NLL per event of a model that
+  ignores context."""
+  counts = np.bincount(np.concatenate(_pieces(config, split) + [np.zeros(0, np.int64)]),
+                       minlength=midi_events.VOCAB_SIZE)
+  p = counts[counts > 0] / max(counts.sum(), 1)
+  return float(-(p * np.log2(p)).sum())

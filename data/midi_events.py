@@ -143,6 +143,14 @@ def decode(events, default_velocity: int = 64) -> midi.Notes:
   return midi.make_notes(on / STEPS_PER_SECOND, off / STEPS_PER_SECOND, keys, vel)
 
 
+def elapsed_steps(events: np.ndarray) -> np.ndarray:
+  """[..., T] events -> [..., T] the 10 ms steps their time shifts have advanced, up to and
+  including each event."""
+  events = np.asarray(events)
+  shift = (events >= TIME_SHIFT) & (events < VELOCITY)
+  return np.cumsum(np.where(shift, events - TIME_SHIFT + 1, 0), axis=-1)
+
+
 def augment(notes: midi.Notes, transpose: int = 0, stretch: float = 1.0) -> midi.Notes:
   """The notes moved by `transpose` semitones and their times scaled by `stretch`."""
   pitches = notes.pitches + transpose

@@ -7,7 +7,8 @@ one source of:
   * a dataset's sample rate, segment length and frame hop, parsed from its name ('16k', '24k',
     'sr{rate}_seg{samples}_hop{hop}'); data/maestro.py builds exactly these configs;
   * the frame features a batch can carry and their widths;
-  * `input_config()`, the documented `config.input` section of every experiment;
+  * `input_config()`, the documented `config.input` section of every experiment (and
+    `events_input_config()`, that of a model over performance events);
   * `batch_spec(...)`, the shapes and dtypes of a batch of an input config (what init, memory
     plans and benchmarks build dummy batches from).
 
@@ -20,6 +21,9 @@ A batch is a dict of arrays with a leading batch axis:
     index        [B] int32   the record's position in the split (for bookkeeping)
     start_sample [B] int32   the crop's offset in the resampled piece
     mask         [B] bool    only with drop_remainder=False: False on padding rows
+
+A batch of performance events (`events_input_config`, data/events_pipeline.py) holds 'events'
+[B, L] int32 and 'event_mask' [B, L] bool instead of audio and frames.
 
 Frame f of a crop covers audio samples [f hop, (f + 1) hop): F = ceil(T / hop). The mel frame f
 is the STFT frame centred on sample f hop of the crop (librosa's `center=True` convention),
@@ -109,6 +113,32 @@ def input_config() -> ml_collections.ConfigDict:
   return c
 
 
+def events_input_config() -> ml_collections.ConfigDict:
+  """`config.input` of a model over performance events (data/events_pipeline.py: windows of the
+  MIDI dataset's pieces, data/maestro_midi.py), with every key documented."""
+  return ml_collections.ConfigDict({
+      'kind': 'events',  # what tells this section from `input_config()`'s (see `is_events`)
+      'manual_dir': ml_collections.config_dict.placeholder(str),  # None: the embedded corpus
+      'data_dir': ml_collections.config_dict.placeholder(str),  # TFDS data_dir
+      'split': 'train',
+      'batch_size': 16,  # global
+      'window': 2048,  # events per example
+      'augment': True,  # the Music Transformer's transpositions and time stretches
+      'sample_rate': 16000,  # the rate a model renders its events at (its `generate`)
+      'shuffle': True,
+      'num_epochs': ml_collections.config_dict.placeholder(int),  # None: repeat forever
+      'drop_remainder': True,  # False: pad the last batch and add `mask`
+      'seed': 0,
+      'worker_count': 0,
+      'worker_buffer_size': 2,
+  })
+
+
+def is_events(input_config: ml_collections.ConfigDict) -> bool:
+  """Whether `input_config` is `events_input_config()`'s kind (batches of events, not audio)."""
+  return input_config.get('kind', 'audio') == 'events'
+
+
 def mel_config() -> ml_collections.ConfigDict:
   """`config.input.mel`: the log-mel frames of the 'mel' feature (data.spectral's argument
   names). The hop is the dataset's, so that mel frames align with the other frame features."""
@@ -136,7 +166,9 @@ def mel_kwargs(input_config: ml_collections.ConfigDict) -> dict:
 
 
 def sample_rate(input_config: ml_collections.ConfigDict) -> int:
-  """The audio rate of an input config: that of its dataset."""
+  """The audio rate of an input config: that of its dataset (of events: the rendering's)."""
+  if is_events(input_config):
+    return input_config.sample_rate
   return dataset(input_config.dataset).sample_rate
 
 
@@ -181,9 +213,13 @@ def frame_width(input_config: ml_collections.ConfigDict, keys, where: str) -> in
 def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None = None,
                samples: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{key: (shape, dtype)} of a training batch of `input_config` (its global batch and crop,
-  unless given): 'audio' and each of its frame features."""
-  check(input_config)
+  unless given): 'audio' and each of its frame features; of events, 'events' and 'event_mask'
+  [B, window (or `samples`)]."""
   b = input_config.batch_size if batch_size is None else batch_size
+  if is_events(input_config):
+    n = input_config.window if samples is None else samples
+    return {'events': ((b, n), np.dtype(np.int32)), 'event_mask': ((b, n), np.dtype(np.bool_))}
+  check(input_config)
   t = crop_samples(input_config) if samples is None else samples
   audio = np.float32 if input_config.encoding == 'float' else np.int32
   out = {'audio': ((b, t), np.dtype(audio))}

@@ -109,6 +109,7 @@ import numpy as np
 
 from data import corpus
 from data import maestro
+from data import midi_events
 from data import pipeline
 from data import specs
 from experiments import attention_benchmark
@@ -321,10 +322,15 @@ _median_time = attention_benchmark.median_time
 def random_batch(input_config, rng: np.random.Generator, batch_size: int | None = None,
                  samples: int | None = None) -> dict:
   """A training batch of `input_config`'s shapes (data/specs.py; its batch and crop unless
-  given) with random contents: codes, audio in [-1, 1], 0/1 frame features."""
+  given) with random contents: codes, audio in [-1, 1], 0/1 frame features, events (none
+  masked)."""
   out = {}
   for k, (shape, dtype) in specs.batch_spec(input_config, batch_size, samples).items():
-    if k == 'audio' and dtype == np.int32:
+    if k == 'events':
+      out[k] = rng.integers(0, midi_events.VOCAB_SIZE, shape).astype(dtype)
+    elif k == 'event_mask':
+      out[k] = np.ones(shape, dtype)
+    elif k == 'audio' and dtype == np.int32:
       out[k] = rng.integers(0, 2 ** input_config.bits, shape).astype(dtype)
     elif k == 'audio':
       out[k] = rng.uniform(-1, 1, shape).astype(dtype)

@@ -63,7 +63,7 @@ from experiments import state as state_lib
 import models
 
 # The input keys that decide which samples a split holds (baselines are cached per value).
-_DATA_KEYS = ('dataset', 'manual_dir', 'data_dir', 'encoding', 'bits')
+_DATA_KEYS = ('dataset', 'manual_dir', 'data_dir', 'encoding', 'bits', 'kind', 'window')
 
 
 def results_path(workdir: str, split: str) -> str:
@@ -97,7 +97,7 @@ def baseline(evaluator, config: ml_collections.ConfigDict, name: str, split: str
   evaluator, else computed and stored into `results['baseline']` ({} without one)."""
   if not hasattr(evaluator, 'baseline'):
     return {}
-  data = {k: config.input[k] for k in _DATA_KEYS}
+  data = {k: config.input.get(k) for k in _DATA_KEYS}
   cached = results.get('baseline')
   if cached and cached['input'] == data and cached['eval'] == name:
     return cached['values']

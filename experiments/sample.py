@@ -32,6 +32,11 @@ Prints progress and the realtime factor: seconds of audio per second of wall tim
               --temperature. From a level's workdir (models/vqvae) the file holds the prompt,
               then the level's reconstruction of it (what the level's codes keep).
 
+A model of performance events (kind 'symbolic', models/__init__.py: the Music Transformer)
+draws events from scratch and renders them with the corpus's piano; its events are written
+beside each wav as <name>.mid (it takes no --prompt: give events as a primer to its
+`sample_events`).
+
 Files: <out>/step<step>_seed<seed>_<i>.wav, i = 0..num_samples-1, each written as
 <name>.partial and renamed once complete (a failed run leaves no finished-looking file); one
 sampler per output directory at a time (a lock, runtime.exclusive). Launched as several
@@ -56,6 +61,7 @@ import soundfile as sf
 
 from data import audio as audio_lib
 from data import midi as midi_lib
+from data import midi_events
 from data import pipeline
 from data import specs
 from experiments import checkpoint
@@ -184,7 +190,8 @@ def check_flags(seconds: float | None, temperature: float | tuple[float, ...],
 def generate_audio(config: ml_collections.ConfigDict, model, variables: dict, rng: jax.Array,
                    num_streams: int, num_samples: int, prompt: np.ndarray | None = None,
                    cond: dict | None = None, temperature: float = 1.0,
-                   chunk_samples: int = 16000, first_stream: int = 0) -> Iterator[np.ndarray]:
+                   chunk_samples: int = 16000, first_stream: int = 0,
+                   keep: dict | None = None) -> Iterator[np.ndarray]:
   """Yields float audio chunks [B, <= chunk_samples] of `num_samples` new samples per stream.
 
   Args:
@@ -196,8 +203,9 @@ def generate_audio(config: ml_collections.ConfigDict, model, variables: dict, rn
     cond: conditioning of batch keys, each with a leading axis of 1 (e.g. `midi_features`,
       global ids [1]), repeated for every stream.
     temperature, chunk_samples, first_stream: as the family's `generate`.
+    keep: a dict that receives what a symbolic family drew (its `generate`'s `keep`).
   """
-  kwargs = {}
+  kwargs = {} if keep is None else {'keep': keep}
   if prompt is not None:
     kwargs['prompt'] = np.repeat(np.asarray(prompt, np.float32)[None], num_streams, axis=0)
   if cond:
@@ -275,6 +283,9 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
     raise ValueError(f'--mel_from={mel_from} and --mel={mel}: pass one')
   mel_source = mel_from if mel_from is not None else mel
   _check_conditioning(model, workdir, midi, global_id, mel_source)
+  if prompt is not None and specs.is_events(config.input):
+    raise ValueError(f'--prompt={prompt}: {workdir} holds a {config.model_name}, a model of MIDI '
+                     'events; it continues no audio')
   rate = specs.sample_rate(config.input)
   wave = None if prompt is None else load_prompt(config, prompt, prompt_seconds)  # [P]
   n_prompt = 0 if wave is None else len(wave)
@@ -336,8 +347,9 @@ def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, 
   leaves no file that looks finished, and removes its partial ones where it can."""
   rate = specs.sample_rate(config.input)
   t0 = t = time.perf_counter()
+  drawn = {} if specs.is_events(config.input) else None  # a symbolic family's events
   waves = generate_audio(config, model, variables, jax.random.key(seed), len(paths), n, prompt,
-                         cond, temperature, chunk, first_stream)  # [B, c] chunks
+                         cond, temperature, chunk, first_stream, drawn)  # [B, c] chunks
   # The first chunk before any file: a family that refuses the request (a prompt to a vocoder,
   # a mel too short) raises here and leaves no empty files behind.
   first = next(waves, None)
@@ -365,15 +377,21 @@ def _write(config, model, variables, paths, n, prompt, cond, temperature, seed, 
         flush=True)
     for f in files:
       f.close()  # flushes: a full disk fails here, before any rename
+    for events, p in zip((drawn or {}).get('events', ()), partial):
+      midi_lib.write_midi(f'{p}.mid', midi_events.decode(events))
     complete = True
   finally:
     for f, p, final in zip(files, partial, paths):
       if complete:
+        if drawn:
+          os.replace(f'{p}.mid', final[:-len('.wav')] + '.mid')
         os.replace(p, final)
       else:
         with contextlib.suppress(Exception):  # the error that brought us here is the one to see
           f.close()
           os.remove(p)
+        with contextlib.suppress(OSError):
+          os.remove(f'{p}.mid')
 
 
 def define_flags() -> None:

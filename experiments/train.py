@@ -16,7 +16,8 @@ on the shared pieces:
     experiments/checkpoint.py           Orbax saves, restore_or_init, load
     experiments/runtime.py              flags, one-line errors, preemption, finite checks
     experiments/evaluators/             config.evals by name
-    data/pipeline.py                    global batches; data/specs.py the batch shapes
+    data/inputs.py                      global batches (of audio: data/pipeline.py; of events:
+                                        data/events_pipeline.py); data/specs.py their shapes
 
 Start-up: the mesh of `config.mesh`; the state {'step', 'params', 'opt_state'[,
 'model_state']} built already sharded, then resumed as experiments/checkpoint.py describes.
@@ -44,6 +45,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from data import inputs
 from data import pipeline
 from data import specs
 from experiments import checkpoint
@@ -153,7 +155,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, game) -> dict:
   mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config)
   logging.info('Devices: %s', sharding.describe(mesh))
   batch_sh = sharding.batch_sharding(mesh, rules)
-  batches = pipeline.make_batches(config.input, sharding=batch_sh)
+  batches = inputs.make_batches(config.input, sharding=batch_sh)
   init = game.init_fn(config, family, model)
   shardings = state_lib.shardings(init, mesh, rules)
   evals = evaluators.create_all(evaluators.Context(config, family, model, mesh, rules,
@@ -173,7 +175,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, game) -> dict:
         f.write(config.to_json_best_effort(indent=1) + '\n')
     train_step = game.make_step(config, family, model, rules, shardings, batch_sh)
     progress = metrics_lib.Progress(step, config.total_steps)
-    guard = runtime.DivergenceGuard(config.divergence, config.input.bits)
+    guard = runtime.DivergenceGuard(config.divergence, config.input.get('bits', 8))
     last, history, suspect = {}, [], False
     while step < config.total_steps:
       state, step_metrics = train_step(state, next(batches))

@@ -85,12 +85,25 @@ tests/models/test_<name>.py:
                   closed forms and Monte Carlo, the student's causality in its noise, its
                   density against the change of variables, the sharded loss, exact resume.
 
+  symbolic        a model of performance events (data/midi_events.py), not of audio: its
+                  config.input is data/specs.events_input_config() and its batches
+                  data/events_pipeline.py's ('events' [B, L] int32, 'event_mask' [B, L]), so the
+                  trainer, the likelihood evaluator and the checkpoints serve it unchanged;
+                  `loss` is in nats per event ('nll', 'bits_per_event', 'weight' the events
+                  counted); sample_events(model, variables, rng, num_events, batch=, primer=,
+                  temperature=, first_stream=) -> events [B, N] on a KV cache, and `generate`
+                  renders the events it draws with the corpus's piano (data/synth.py) at
+                  model.sample_rate, handing them to a `keep` dict for MIDI files
+                  (models/music_transformer); tests: the cached step equals the parallel pass,
+                  causality, relative attention against its explicit form.
+
 The data facts. `create` fills these Model fields (when the Model has them) from
 `config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),
 `encoding` and `num_classes` (2^bits, for coded audio), `local_features`, the width of the
 frame features named in the Model's `local_keys` (which must be among
 `config.input.frame_features`), and `mel_settings`, the input's log-mel as sorted (key, value)
-pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames).
+pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames);
+of an events input, only `sample_rate` (input.sample_rate, the rendering's).
 For a VQ-VAE level or prior (models/vqvae, models/vqvae_prior), `levels` comes from
 `config.levels` (the frozen levels' run configs, experiments/train_vqvae.py): each level's Model
 fields as sorted pairs. For a distillation student, `teacher` and `teacher_name` come from
@@ -135,6 +148,8 @@ def family(name: str) -> types.ModuleType:
 def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
   """The Model fields that `config.input` determines (see the module docstring)."""
   data = config.input
+  if specs.is_events(data):  # a model of performance events renders them at this rate
+    return {'sample_rate': data.sample_rate}
   d = specs.dataset(data.dataset)
   facts = {'sample_rate': d.sample_rate, 'hop_length': d.hop_length, 'encoding': data.encoding}
   if data.encoding != 'float':

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import midi_events
+from data import synth
 from models import relative_attention
 from models.layers import params as params_lib
 from models.layers import sampling
@@ -42,15 +43,18 @@ class Model(nn.Module):
   num_layers: int = 6
   embed_dim: int = 512
   num_heads: int = 8
+  attention_dim: int = 0  # query/key/value channels over all heads; 0: embed_dim
   mlp_dim: int = 2048
+  sample_rate: int = 16000  # what `generate` renders the events at (a data fact: input.sample_rate)
   dtype: str = 'float32'  # activations and matmuls; norms, softmax and logits stay float32
   param_dtype: str = 'float32'
   positions = 'relative'  # (not a field) the shared block adds no rotary positions
+  conditions = ()  # (not a field) batch keys read besides the events: none
 
   def __post_init__(self):
-    if self.embed_dim % self.num_heads:
-      raise ValueError(f'model.embed_dim={self.embed_dim}: expected a multiple of '
-                       f'model.num_heads={self.num_heads}')
+    if (self.attention_dim or self.embed_dim) % self.num_heads:
+      raise ValueError(f'model.attention_dim={self.attention_dim or self.embed_dim}: expected a '
+                       f'multiple of model.num_heads={self.num_heads}')
     if self.max_distance < 1 or self.max_length < 2:
       raise ValueError(f'model.max_distance={self.max_distance}, model.max_length='
                        f'{self.max_length}: expected at least 1 and 2')
@@ -58,7 +62,7 @@ class Model(nn.Module):
 
   @property
   def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
+    return (self.attention_dim or self.embed_dim) // self.num_heads
 
   @property
   def start_token(self) -> int:
@@ -91,7 +95,8 @@ class Model(nn.Module):
     """tokens [B, T] (events, or the start token) -> logits [B, T, V] float32; position t
     predicts tokens[:, t + 1]."""
     if tokens.shape[1] > self.max_length:
-      raise ValueError(f'{tokens.shape[1]} positions; model.max_length={self.max_length}')
+      raise ValueError(f'{tokens.shape[1]} events per sequence (input.window): expected at most '
+                       f'model.max_length={self.max_length}')
     p = self._params()
     x = _embed(self, p, tokens)
     for i in range(self.num_layers):
@@ -174,17 +179,14 @@ def _run(model: Model, p: dict, cache: dict, x: jax.Array, rng: jax.Array, n: in
   return cache, x, events.T
 
 
-def sample_events(model: Model, variables: dict, rng: jax.Array, num_events: int,
-                  batch: int = 1, primer: np.ndarray | None = None, temperature: float = 1.0,
-                  first_stream: int = 0) -> np.ndarray:
-  """`num_events` new events per stream [B, num_events] int32, after the start token and the
-  `primer` events [B, P] if given. Stream i's event at position t draws with
-  fold_in(fold_in(rng, t), first_stream + i), whatever the other streams."""
+def _draw(model: Model, variables: dict, rng: jax.Array, batch: int, primer: np.ndarray | None,
+          temperature: float, first_stream: int, num_events: int,
+          seconds: float | None = None) -> np.ndarray:
+  """Up to `num_events` new events per stream [B, n] after the primer, drawn in chunks of
+  `_CHUNK`; with `seconds`, it stops after the chunk in which every stream's time shifts reach
+  that much time."""
   primer = np.zeros((batch, 0), np.int32) if primer is None else np.asarray(primer, np.int32)
   b, plen = primer.shape
-  if plen + num_events > model.max_length:  # the start token and all but the last event
-    raise ValueError(f'{plen} primer and {num_events} new events need {plen + num_events} '
-                     f'positions; model.max_length={model.max_length}')
   if primer.size and (primer.min() < 0 or primer.max() >= model.vocab_size):
     raise ValueError(f'primer events {primer.min()}..{primer.max()}: expected 0..'
                      f'{model.vocab_size - 1}')
@@ -193,7 +195,88 @@ def sample_events(model: Model, variables: dict, rng: jax.Array, num_events: int
   temperature, stream0 = jnp.float32(temperature), jnp.int32(first_stream)
   if plen:
     cache, x, _ = _run(model, p, cache, x, rng, plen, temperature, jnp.asarray(primer), stream0)
-  if num_events == 0:
-    return np.zeros((b, 0), np.int32)
-  _, _, events = _run(model, p, cache, x, rng, num_events, temperature, None, stream0)
-  return np.asarray(events)
+  out, steps = [np.zeros((b, 0), np.int32)], np.zeros(b, np.int64)
+  drawn = 0
+  while drawn < num_events:
+    n = min(_CHUNK, num_events - drawn)
+    cache, x, events = _run(model, p, cache, x, rng, n, temperature, None, stream0)
+    out.append(np.asarray(events))
+    drawn += n
+    steps = steps + midi_events.elapsed_steps(out[-1])[:, -1]
+    if seconds is not None and steps.min() >= seconds * midi_events.STEPS_PER_SECOND:
+      break
+  return np.concatenate(out, axis=1)
+
+
+_CHUNK = 256  # events per compiled sampler call
+
+
+def sample_events(model: Model, variables: dict, rng: jax.Array, num_events: int,
+                  batch: int = 1, primer: np.ndarray | None = None, temperature: float = 1.0,
+                  first_stream: int = 0) -> np.ndarray:
+  """`num_events` new events per stream [B, num_events] int32, after the start token and the
+  `primer` events [B, P] if given. Stream i's event at position t draws with
+  fold_in(fold_in(rng, t), first_stream + i), whatever the other streams."""
+  plen = 0 if primer is None else np.shape(primer)[1]
+  if plen + num_events > model.max_length:  # the start token and all but the last event
+    raise ValueError(f'{plen} primer and {num_events} new events need {plen + num_events} '
+                     f'positions; model.max_length={model.max_length}')
+  return _draw(model, variables, rng, batch, primer, temperature, first_stream, num_events)
+
+
+# ------------------------------------------------------------------------------------------------
+# The family (models/__init__.py, kind 'symbolic').
+
+
+def init(model: Model, rng: jax.Array, batch: dict) -> dict:
+  return model.init(rng, with_start(model, jnp.asarray(batch['events'])))
+
+
+def loss(model: Model, variables: dict, batch: dict, rng: jax.Array) -> tuple:
+  """Mean NLL in nats per event over the events `event_mask` (and the row `mask`) counts:
+  metrics 'nll', 'bits_per_event', 'accuracy' (of the most likely event) over 'weight' events."""
+  del rng
+  events = batch['events']
+  mask = batch['event_mask']
+  if 'mask' in batch:
+    mask = mask & batch['mask'][:, None]
+  out = model.apply(variables, with_start(model, events))
+  w = mask.astype(jnp.float32)
+  count = w.sum()
+  mean = lambda a: (a * w).sum() / jnp.maximum(count, 1.)
+  nll_ = mean(sampling.softmax_nll(out, events))
+  accuracy = mean((jnp.argmax(out, -1) == events).astype(jnp.float32))
+  return nll_, {'nll': nll_, 'bits_per_event': nll_ / np.log(2.), 'accuracy': accuracy,
+                'weight': count}, {}
+
+
+def render(model: Model, events: np.ndarray, num_samples: int) -> np.ndarray:
+  """Events [B, N] -> mono float audio [B, num_samples] at model.sample_rate, through the
+  embedded corpus's piano (data/synth.py)."""
+  return np.stack([synth.render(midi_events.decode(e), model.sample_rate, num_samples).mean(1)
+                   for e in events])
+
+
+def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, *, batch: int = 1,
+             prompt=None, cond=None, temperature: float = 1.0, chunk_samples: int = 16000,
+             first_stream: int = 0, keep: dict | None = None):
+  """Audio of events drawn from the start token: each stream's events up to the first whose
+  time reaches num_samples / sample_rate (or `max_length` - 1 of them), rendered with the
+  corpus's piano; `keep` receives them as keep['events'] (a list of [N_i] arrays), for MIDI
+  files (data/midi_events.decode, data/midi.write_midi)."""
+  del cond
+  if prompt is not None:
+    raise ValueError('the Music Transformer models MIDI events, not audio: it cannot continue '
+                     'an audio prompt (transcribe it and give the events as a primer to '
+                     'sample_events)')
+  seconds = num_samples / model.sample_rate
+  events = _draw(model, variables, rng, batch, None, temperature, first_stream,
+                 model.max_length - 1, seconds)
+  reached = midi_events.elapsed_steps(events) >= seconds * midi_events.STEPS_PER_SECOND
+  ends = np.where(reached.any(1), reached.argmax(1) + 1, events.shape[1])
+  kept = [e[:n] for e, n in zip(events, ends)]  # each stream's own, whatever the others
+  if keep is not None:
+    keep['events'] = kept
+  audio = np.stack([render(model, e[None], num_samples)[0] for e in kept])
+  for s in range(0, num_samples, chunk_samples):
+    yield audio[:, s:s + chunk_samples]

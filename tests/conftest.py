@@ -32,8 +32,8 @@ import optax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from data import corpus  # pylint: disable=g-import-not-at-top
+from data import inputs  # pylint: disable=g-import-not-at-top
 from data import maestro  # pylint: disable=g-import-not-at-top
-from data import pipeline  # pylint: disable=g-import-not-at-top
 from data import specs  # pylint: disable=g-import-not-at-top
 from experiments import sharding  # pylint: disable=g-import-not-at-top
 from experiments import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -97,6 +97,21 @@ def tiny_sparse_transformer(**overrides):
   of 16, 4 steps."""
   return _tiny('sparse_transformer', dict(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
                                           max_length=256, block=16), 256, 4, overrides)
+
+
+def tiny_music_transformer(**overrides):
+  """The runlocal Music Transformer shrunk to seconds: 2 layers of 32, windows of 64 events,
+  batch 8, 4 steps."""
+  c = common.load(config_path('music_transformer') + ':runlocal')
+  with c.unlocked():
+    c.model.update(num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64, max_length=128,
+                   max_distance=32)
+    c.input.update(window=64, batch_size=8)
+    c.total_steps, c.log_every_steps, c.optim.warmup_steps = 4, 2, 2
+    no_evals(c)
+    c.checkpoint.every_steps = 2
+  c.update_from_flattened_dict(overrides)
+  return c
 
 
 def tiny_samplernn(**overrides):
@@ -214,8 +229,12 @@ def tiny_on_fixture(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):
 
 def random_batch(config, rows: int = 8) -> dict:
   """A random training batch of `config`'s kind: 8 x 512 codes, or float audio of its crops
-  (x 0.1) with random log-mel frames where it reads them."""
+  (x 0.1) with random log-mel frames where it reads them, or windows of events."""
   rng = np.random.default_rng(0)
+  if specs.is_events(config.input):  # events, the last rows ending early
+    lengths = np.linspace(config.input.window, config.input.window // 2, rows).astype(int)
+    return {'events': rng.integers(0, 388, (rows, config.input.window)).astype(np.int32),
+            'event_mask': np.arange(config.input.window) < lengths[:, None]}
   if config.input.encoding != 'float':
     return {'audio': rng.integers(0, 256, (rows, 512)).astype(np.int32)}
   t = config.input.crop_samples
@@ -265,7 +284,7 @@ def assert_sharded_loss_equals_one_device(config_of) -> None:
 
 def metric_over_steps(config, state, step, batch_sh, mesh, key: str, steps: int) -> list:
   """metrics[`key`] of `steps` training steps from `state` on `config`'s batches (all finite)."""
-  batches = pipeline.make_batches(config.input, sharding=batch_sh)
+  batches = inputs.make_batches(config.input, sharding=batch_sh)
   out = []
   with jax.set_mesh(mesh):
     for _ in range(steps):

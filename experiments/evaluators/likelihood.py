@@ -12,7 +12,11 @@ each segment instead (seeded, the same crops every time). The result is the fami
 loss draws noise scores the same every time.
 
 `baseline()`: for coded audio, the entropy of the split's code histogram in bits (what a model
-that ignores context scores).
+that ignores context scores); for performance events, that of its event histogram.
+
+An events model (kind 'symbolic', models/__init__.py) is scored the same way on
+data/events_pipeline.eval_batches: every piece once, in consecutive windows of input.window
+events, each from the start token; its metrics are per event ('nll', 'bits_per_event').
 """
 
 import flax.linen as nn
@@ -20,7 +24,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from data import events_pipeline
+from data import inputs
 from data import pipeline
+from data import specs
 from experiments import state as state_lib
 
 
@@ -47,7 +54,7 @@ class Evaluator:
     """The split's metrics for `state` (a train state; only its variables are read)."""
     state = _eval_part(state)
     sums, weight = {}, 0.
-    batches = pipeline.eval_batches(self.context.config.input, self.split, self.batch_size,
+    batches = inputs.eval_batches(self.context.config.input, self.split, self.batch_size,
                                     self.crop_samples, self.context.batch_sharding, self.batches)
     with jax.set_mesh(self.context.mesh):
       outs = [self._step(state, batch, np.int32(i)) for i, batch in enumerate(batches)]
@@ -61,11 +68,14 @@ class Evaluator:
     return out
 
   def baseline(self) -> dict:
-    """{'marginal_entropy_bits'} for coded audio, else {}."""
-    if self.context.config.input.encoding == 'float':
+    """{'marginal_entropy_bits'} for coded audio (per code) and events (per event), else {}."""
+    input_config = self.context.config.input
+    if specs.is_events(input_config):
+      return {'marginal_entropy_bits': events_pipeline.marginal_entropy_bits(input_config,
+                                                                             self.split)}
+    if input_config.encoding == 'float':
       return {}
-    return {'marginal_entropy_bits': marginal_entropy_bits(self.context.config.input,
-                                                           self.split)}
+    return {'marginal_entropy_bits': marginal_entropy_bits(input_config, self.split)}
 
 
 def _eval_part(state: dict) -> dict:

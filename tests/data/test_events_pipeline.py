@@ -1,17 +1,20 @@
 """The events pipeline (data/events_pipeline.py): windows of a piece's (augmented) events, masks
 past a short piece's end, seeded batches independent of the process count, and exact resume."""
 
+import jax
 import numpy as np
 import pytest
 
 from data import events_pipeline
+from data import inputs
 from data import maestro_midi
 from data import midi_events
+from data import specs
 
 
 @pytest.fixture(scope='module')
 def config(maestro_dir, tmp_path_factory):
-  c = events_pipeline.default_config()
+  c = specs.events_input_config()
   c.update(manual_dir=maestro_dir, data_dir=str(tmp_path_factory.mktemp('tfds_events')),
            batch_size=4, window=32)
   return c
@@ -75,3 +78,24 @@ def test_two_processes_read_the_global_batches_one_reads_and_resume_exactly(conf
     bad = config.copy_and_resolve_references()
     bad.window = 0
     events_pipeline.make_batches(bad)
+
+
+def test_evaluation_windows_cover_every_piece_once_in_order(config):
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  source = events_pipeline.load_source(config.copy_and_resolve_references())
+  split = config.split
+  batches = list(inputs.eval_batches(config, split, 3, None, sh))
+  rows = [(np.asarray(b['events'][r]), np.asarray(b['event_mask'][r]))
+          for b in batches for r in range(3) if b['mask'][r]]
+  got = np.concatenate([e[m] for e, m in rows])
+  pieces = [_events_of_piece(config, i) for i in range(len(source))]
+  np.testing.assert_array_equal(got, np.concatenate(pieces))  # unaugmented, in order
+  assert len(rows) == sum(-(-len(p) // 32) for p in pieces)
+  assert not batches[-1]['mask'][len(rows) % 3 or 3:].any()
+  counts = np.bincount(got, minlength=midi_events.VOCAB_SIZE)
+  p = counts[counts > 0] / counts.sum()
+  assert events_pipeline.marginal_entropy_bits(config, split) == pytest.approx(
+      -(p * np.log2(p)).sum())
+  with pytest.raises(ValueError, match='crop_samples=8: an events input is cut into windows'):
+    next(inputs.eval_batches(config, split, 3, 8, sh))

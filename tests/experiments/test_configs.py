@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from data import specs
 from experiments.configs import common
 import models
 from tests.conftest import ROOT
@@ -52,11 +53,16 @@ def test_every_config_and_runlocal_builds_its_model(name):
 def test_runlocal_settings_are_shared():
   """Every family's runlocal reads the same data as WaveNet's (so bits per sample compare
   within a kind: codes or float audio; the GANs in the papers' clips and segments), and the mel
-  vocoders the mel of WaveNet's mel,runlocal (so the spectral distances compare)."""
+  vocoders the mel of WaveNet's mel,runlocal (so the spectral distances compare). Models of
+  events read the embedded corpus's MIDI."""
   load = lambda spec: common.load(os.path.join(ROOT, 'experiments', 'configs', spec)).input
   shared = ('dataset', 'manual_dir', 'data_dir', 'split', 'batch_size', 'crop_samples', 'seed',
             'shuffle')
   inputs = {name: load(f'{name}.py:runlocal') for name in CONFIGS}
+  events = {name: i for name, i in inputs.items() if specs.is_events(i)}
+  assert sorted(events) == ['music_transformer']
+  assert all(i.manual_dir is None and i.split == 'train' for i in events.values())
+  inputs = {name: i for name, i in inputs.items() if name not in events}
   own_crops = {'specgan': (8, 16384), 'wavegan': (8, 16384),  # (batch, crop)
                'melgan': (2, 8192), 'hifigan': (2, 8192),
                'samplernn': (8, 2056)}  # 8 codes of context, then WaveNet's 2,048 predicted
