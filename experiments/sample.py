@@ -274,6 +274,9 @@ def sample(workdir: str, num_samples: int, seconds: float | None, out_dir: str,
   check_flags(seconds, temperature, prompt_seconds)
   state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
   step = int(state['step'])
+  if not hasattr(models.family(config.model_name), 'generate'):
+    raise ValueError(f'{workdir} holds a {config.model_name}, a transcriber: it draws no audio '
+                     '(experiments/transcribe.py runs it on a wav)')
   model = models.create(config)
   if isinstance(temperature, tuple) and not hasattr(model, 'levels'):
     raise ValueError(f'--temperatures={",".join(map(str, temperature))}: per-stage temperatures '

@@ -42,7 +42,8 @@ A family is the package (or module) `models/<name>`, picked by `config.model_nam
                `cond` a dict of batch keys (`Model.conditions`) with a leading axis of B;
                sample i of a run draws with keys that depend on (rng, position,
                first_stream + i) only, so that processes sampling slices of the streams
-               together write what one process would.
+               together write what one process would. (A transcriber exports `transcribe`
+               instead: see the kinds below.)
 
 Families that hold several parameter trees (a GAN's generator and discriminator, a
 distillation's frozen teacher and its student) keep the trainable ones as subtrees of 'params'
@@ -97,9 +98,18 @@ tests/models/test_<name>.py:
                   (models/music_transformer); tests: the cached step equals the parallel pass,
                   causality, relative attention against its explicit form.
 
+  transcriber     a model from audio to notes, not of audio (models/onsets_frames): it trains on
+                  the audio input's 'mel' frames with its MIDI frame features as labels, and
+                  exports transcribe(model, variables, mel [B, F, n_mels]) -> [data.midi.Notes]
+                  (one per row, times from its frame 0) in place of `generate`; the
+                  `transcription` evaluator scores it with mir_eval and experiments/transcribe.py
+                  writes a wav's MIDI; tests: note decoding on hand-made rolls, the losses, the
+                  stopped gradients of the frame head.
+
 The data facts. `create` fills these Model fields (when the Model has them) from
 `config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),
-`encoding` and `num_classes` (2^bits, for coded audio), `local_features`, the width of the
+`encoding` and `num_classes` (2^bits, for coded audio), `num_mels` (input.mel.n_mels, where
+the input has 'mel' frames), `local_features`, the width of the
 frame features named in the Model's `local_keys` (which must be among
 `config.input.frame_features`), and `mel_settings`, the input's log-mel as sorted (key, value)
 pairs of data.spectral.log_mel_spectrogram's arguments (where the input has 'mel' frames);
@@ -128,7 +138,8 @@ from data import specs
 
 def _is_family(name: str) -> bool:
   module = importlib.import_module(f'{__name__}.{name}')
-  return all(hasattr(module, a) for a in ('Model', 'init', 'loss', 'generate'))
+  return (all(hasattr(module, a) for a in ('Model', 'init', 'loss')) and
+          (hasattr(module, 'generate') or hasattr(module, 'transcribe')))
 
 
 def families() -> list[str]:
@@ -156,6 +167,7 @@ def data_facts(config: ml_collections.ConfigDict, local_keys=()) -> dict:
     facts['num_classes'] = 2 ** data.bits
   if 'mel' in data.frame_features:
     facts['mel_settings'] = tuple(sorted(specs.mel_kwargs(data).items()))
+    facts['num_mels'] = data.mel.n_mels
   if 'teacher' in config:  # a distillation student: its frozen teacher's Model, from its run
     teacher = config.teacher
     mel = lambda d: specs.mel_kwargs(d) if 'mel' in d.frame_features else None

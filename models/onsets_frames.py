@@ -32,8 +32,9 @@ Departures, on purpose:
     number (magenta's code averages over frames instead).
 
 Labels come from the batch's frame features (data/midi.py): onsets [B, F, 88], pianoroll as the
-frame labels, and offsets derived by `offsets_of`. This is a transcription model, not a
-generator: it has no `generate`, so `models.families()` does not list it.
+frame labels, and offsets derived by `offsets_of`. This is a family of kind 'transcriber'
+(models/__init__.py): `transcribe` in place of `generate`, scored by the `transcription`
+evaluator, run on a wav by experiments/transcribe.py.
 """
 
 import flax.linen as nn
@@ -111,9 +112,15 @@ class Model(nn.Module):
   fc_size: int = 768
   lstm_units: int = 256  # per direction
   num_keys: int = NUM_KEYS
+  sample_rate: int = 16000  # data facts (models.create): the frame grid's audio rate and hop
+  hop_length: int = 512
   dtype: str = 'float32'  # convs, denses and LSTMs; norms, logits and losses stay float32
   param_dtype: str = 'float32'
   conditions = ('mel', 'pianoroll', 'onsets', 'velocities')  # (not a field) the keys it reads
+
+  @property
+  def frame_rate(self) -> float:
+    return self.sample_rate / self.hop_length
 
   def __post_init__(self):
     if len(self.filters) != len(self.pools) or min((*self.filters, *self.pools), default=1) < 1:
@@ -250,3 +257,32 @@ def decode(onset_probs: np.ndarray, frame_probs: np.ndarray, velocity: np.ndarra
   end = stop_at[np.searchsorted(stop_at, first, side='right')] - key * (num_frames + 1)
   vel = np.clip(np.round(127. * velocity[start, key]), 1, 127)
   return midi.make_notes(start / frame_rate, end / frame_rate, key + midi.MIN_PITCH, vel)
+
+
+_probabilities = jax.jit(probabilities, static_argnums=0)
+
+
+def transcribe(model: Model, variables: dict, mel, onset_threshold: float = 0.5,
+               frame_threshold: float = 0.5) -> list[midi.Notes]:
+  """mel [B, F, num_mels] -> the decoded notes of each row (times from the row's frame 0)."""
+  probs = jax.device_get(_probabilities(model, variables, jnp.asarray(mel, jnp.float32)))
+  return [decode(probs['onset'][i], probs['frame'][i], probs['velocity'][i], model.frame_rate,
+                 onset_threshold, frame_threshold) for i in range(len(probs['onset']))]
+
+
+def label_notes(model: Model, pianoroll, onsets, velocities) -> midi.Notes:
+  """The notes of one row's frame labels [F, 88], decoded as `decode` reads predictions: the
+  reference the `transcription` evaluator scores against, on the same frame grid."""
+  return decode(np.asarray(onsets, np.float32), np.asarray(pianoroll, np.float32),
+                np.asarray(velocities, np.float32) / 127., model.frame_rate)
+
+
+def roll_of(notes: midi.Notes, num_frames: int, frame_rate: float) -> np.ndarray:
+  """[num_frames, 88] bool: the frames [onset, offset) of `notes` on times frame / frame_rate
+  (as `decode` gives them)."""
+  roll = np.zeros((num_frames, NUM_KEYS), bool)
+  start = np.round(notes.onsets * frame_rate).astype(int)
+  end = np.round(notes.offsets * frame_rate).astype(int)
+  for s, e, p in zip(start, end, notes.pitches - midi.MIN_PITCH):
+    roll[s:e, p] = True
+  return roll

@@ -92,6 +92,12 @@ def tiny_wavenet(**overrides):
                                gate_channels=32, skip_channels=16), 512, 6, overrides)
 
 
+def tiny_midi_wavenet(**overrides):
+  """tiny_wavenet's network conditioned on MIDI frame features (the `midi` variant)."""
+  return _tiny('wavenet:midi', dict(num_layers=4, dilation_cycle=4, residual_channels=16,
+                                    gate_channels=32, skip_channels=16), 512, 6, overrides)
+
+
 def tiny_sparse_transformer(**overrides):
   """The runlocal Sparse Transformer shrunk to seconds: 2 layers of 32, context 256 in blocks
   of 16, 4 steps."""
@@ -112,6 +118,13 @@ def tiny_music_transformer(**overrides):
     c.checkpoint.every_steps = 2
   c.update_from_flattened_dict(overrides)
   return c
+
+
+def tiny_onsets_frames(**overrides):
+  """The runlocal Onsets and Frames shrunk to seconds: conv 2/2/4, fc 8, BiLSTMs of 4, 8 x
+  4,096-sample crops (8 frames), 4 steps."""
+  return _tiny('onsets_frames', dict(filters=(2, 2, 4), fc_size=8, lstm_units=4), 4096, 4,
+               overrides)
 
 
 def tiny_samplernn(**overrides):
@@ -229,7 +242,7 @@ def tiny_on_fixture(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):
 
 def random_batch(config, rows: int = 8) -> dict:
   """A random training batch of `config`'s kind: 8 x 512 codes, or float audio of its crops
-  (x 0.1) with random log-mel frames where it reads them, or windows of events."""
+  (x 0.1) with random log-mel frames and MIDI labels where it reads them, or windows of events."""
   rng = np.random.default_rng(0)
   if specs.is_events(config.input):  # events, the last rows ending early
     lengths = np.linspace(config.input.window, config.input.window // 2, rows).astype(int)
@@ -239,10 +252,14 @@ def random_batch(config, rows: int = 8) -> dict:
     return {'audio': rng.integers(0, 256, (rows, 512)).astype(np.int32)}
   t = config.input.crop_samples
   batch = {'audio': (rng.standard_normal((rows, t)) * 0.1).astype(np.float32)}
+  frames = t // specs.dataset(config.input.dataset).hop_length
   if 'mel' in config.input.frame_features:
-    frames = t // specs.dataset(config.input.dataset).hop_length
     batch['mel'] = rng.uniform(-8., 0., (rows, frames, config.input.mel.n_mels)).astype(
         np.float32)
+  if 'pianoroll' in config.input.frame_features:  # a transcriber's labels
+    onsets = rng.random((rows, frames, specs.NUM_KEYS)) < 0.05
+    batch.update(onsets=onsets, pianoroll=onsets | (rng.random(onsets.shape) < 0.1),
+                 velocities=rng.integers(0, 128, onsets.shape).astype(np.uint8))
   return batch
 
 

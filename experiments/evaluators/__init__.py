@@ -14,7 +14,8 @@ depend on the model (the evaluate job records them once per split).
 
 Types: likelihood (bits per sample over a split), samples (audio clips from `generate`), spectral
 (a mel vocoder against Griffin-Lim), clip_statistics (an unconditional model's clips against the
-data's spectrogram statistics), description_length (a VQ-VAE hierarchy's bits, level by level).
+data's spectrogram statistics), description_length (a VQ-VAE hierarchy's bits, level by level),
+transcription (a transcriber's mir_eval frame and note scores).
 """
 
 import dataclasses

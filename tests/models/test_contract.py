@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from data import midi
 from data import specs
 from experiments import benchmark
 from experiments.configs import common
@@ -43,6 +44,11 @@ def test_family_keeps_the_contract(name):
   if 'bits_per_sample' in metrics:  # a likelihood family: nats and bits agree
     np.testing.assert_allclose(metrics['bits_per_sample'], metrics['nll'] / np.log(2), rtol=1e-6)
 
+  if hasattr(family, 'transcribe'):  # a transcriber: notes per row in place of audio
+    notes = family.transcribe(model, variables, batch['mel'])
+    assert len(notes) == 2 and all(isinstance(n, midi.Notes) for n in notes)
+    assert not hasattr(family, 'generate')
+    return
   cond = {k: batch[k] for k in model.conditions}
   draw = lambda **kw: list(family.generate(model, variables, jax.random.key(2), 50, cond=cond,
                                            **kw))
