@@ -17,7 +17,8 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
 30 layers, 64/128/64 channels, batch 4 x 8,000 samples) on synthetic codes, over every device:
   * train_samples_per_s: batch x crop audio samples per second (median over `--repeats`
     windows of `--steps` steps, after compilation and a warm-up), and its spread over the
-    windows (`_range`: [least, most]);
+    windows (`_range`: [least, most]); for a model of events, events per second
+    (`train_unit`: 'events');
   * the matmul FLOPs per sample (2 x the multiply-adds of every per-sample kernel, x 3 for the
     backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
     float32 matmul peak;
@@ -349,7 +350,8 @@ def bench_train() -> dict:
   state = state_lib.create(init, shardings, config.seed)
   batch_sh = sharding.batch_sharding(mesh, rules)
   batch = random_batch(config.input, np.random.default_rng(0))
-  b, t = batch['audio'].shape
+  unit = 'events' if specs.is_events(config.input) else 'audio'  # what "samples" count
+  b, t = batch[unit].shape
   # The same host batch on every process; each process puts its own rows on its devices.
   batch = {k: jax.make_array_from_callback(v.shape, batch_sh, lambda i, v=v: v[i])
            for k, v in batch.items()}
@@ -375,7 +377,8 @@ def bench_train() -> dict:
                '?' if gflops is None else f'{gflops:.1f}', peak)
   if frozen is not None:
     frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
-  return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_step_s': seconds,
+  return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_unit': unit,
+          'train_step_s': seconds,
           'train_samples_per_s': rate, 'train_samples_per_s_range': _range(b * t, windows),
           'train_flops_per_sample': flops,
           'train_gflops_per_s': gflops, 'matmul_peak_gflops': peak,

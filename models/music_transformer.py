@@ -257,24 +257,35 @@ def render(model: Model, events: np.ndarray, num_samples: int) -> np.ndarray:
                    for e in events])
 
 
+def compose(model: Model, variables: dict, rng: jax.Array, seconds: float, *, batch: int = 1,
+            primer: np.ndarray | None = None, temperature: float = 1.0,
+            first_stream: int = 0) -> list[np.ndarray]:
+  """Each stream's new events [N_i] after the `primer` [B, P] (if given), up to the first whose
+  time shifts reach `seconds` past the primer's end (or as many as `max_length` leaves room
+  for): a stream's events do not depend on the other streams."""
+  plen = 0 if primer is None else np.shape(primer)[1]
+  if plen >= model.max_length - 1:
+    raise ValueError(f'{plen} primer events leave no room: model.max_length={model.max_length}')
+  events = _draw(model, variables, rng, batch, primer, temperature, first_stream,
+                 model.max_length - 1 - plen, seconds)
+  reached = midi_events.elapsed_steps(events) >= seconds * midi_events.STEPS_PER_SECOND
+  ends = np.where(reached.any(1), reached.argmax(1) + 1, events.shape[1])
+  return [e[:n] for e, n in zip(events, ends)]
+
+
 def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, *, batch: int = 1,
              prompt=None, cond=None, temperature: float = 1.0, chunk_samples: int = 16000,
              first_stream: int = 0, keep: dict | None = None):
-  """Audio of events drawn from the start token: each stream's events up to the first whose
-  time reaches num_samples / sample_rate (or `max_length` - 1 of them), rendered with the
-  corpus's piano; `keep` receives them as keep['events'] (a list of [N_i] arrays), for MIDI
-  files (data/midi_events.decode, data/midi.write_midi)."""
+  """Audio of events drawn from the start token (`compose` for num_samples / sample_rate
+  seconds), rendered with the corpus's piano; `keep` receives them as keep['events'] (a list
+  of [N_i] arrays), for MIDI files (data/midi_events.decode, data/midi.write_midi)."""
   del cond
   if prompt is not None:
     raise ValueError('the Music Transformer models MIDI events, not audio: it cannot continue '
                      'an audio prompt (transcribe it and give the events as a primer to '
-                     'sample_events)')
-  seconds = num_samples / model.sample_rate
-  events = _draw(model, variables, rng, batch, None, temperature, first_stream,
-                 model.max_length - 1, seconds)
-  reached = midi_events.elapsed_steps(events) >= seconds * midi_events.STEPS_PER_SECOND
-  ends = np.where(reached.any(1), reached.argmax(1) + 1, events.shape[1])
-  kept = [e[:n] for e, n in zip(events, ends)]  # each stream's own, whatever the others
+                     '`compose`)')
+  kept = compose(model, variables, rng, num_samples / model.sample_rate, batch=batch,
+                 temperature=temperature, first_stream=first_stream)
   if keep is not None:
     keep['events'] = kept
   audio = np.stack([render(model, e[None], num_samples)[0] for e in kept])
