@@ -11,9 +11,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'colab', 'wavenet_sampling.ipynb')
 VQVAE_NOTEBOOK = os.path.join(ROOT, 'colab', 'vqvae_hierarchy.ipynb')
+W2M2W_NOTEBOOK = os.path.join(ROOT, 'colab', 'wave2midi2wave.ipynb')
 
 
-@pytest.mark.parametrize('path', [NOTEBOOK, VQVAE_NOTEBOOK])
+@pytest.mark.parametrize('path', [NOTEBOOK, VQVAE_NOTEBOOK, W2M2W_NOTEBOOK])
 def test_notebook_is_saved_clean(path):
   nb = nbformat.read(path, as_version=4)
   nbformat.validate(nb)
@@ -49,6 +50,21 @@ def test_vqvae_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
   assert text.count('realtime factor') == 4  # new, continued, two reconstructions
   rich = [o for o in outputs if o.output_type == 'display_data']
   assert sum('text/html' in o.data for o in rich) == 7  # 2 new, 2 continued, prompt, 2 levels
+  assert any('image/png' in o.data for o in rich)
+
+
+@pytest.mark.slow
+def test_wave2midi2wave_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+  outputs = _execute(W2M2W_NOTEBOOK, tmp_path, monkeypatch)
+  text = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
+  for stage in ('transcriber', 'composer', 'synthesizer'):
+    assert f'{stage}: 4 steps' in text
+  for route in ('resynthesize', 'continue', 'compose', 'adherence'):
+    assert f'{route}: ' in text and os.path.exists(
+        os.path.join(tmp_path, 'workdir', route, 'scores.json'))
+  assert 'adherence: note F1' in text and 'ceiling: note F1' in text
+  rich = [o for o in outputs if o.output_type == 'display_data']
+  assert sum('text/html' in o.data for o in rich) == 5  # the piece and 4 syntheses
   assert any('image/png' in o.data for o in rich)
 
 
