@@ -15,10 +15,9 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
 
 --what=train measures one jitted training step of `--config` (default the `peer` WaveNet:
 30 layers, 64/128/64 channels, batch 4 x 8,000 samples) on synthetic codes, over every device:
-  * train_samples_per_s: batch x crop audio samples per second (median over `--repeats`
-    windows of `--steps` steps, after compilation and a warm-up), and its spread over the
-    windows (`_range`: [least, most]); for a model of events, events per second
-    (`train_unit`: 'events');
+  * train_samples_per_s: batch x crop samples (`train_unit`: audio, or events) per second
+    (median over `--repeats` windows of `--steps` steps, after compilation and a warm-up), and
+    its spread over the windows (`_range`: [least, most]);
   * the matmul FLOPs per sample (2 x the multiply-adds of every per-sample kernel, x 3 for the
     backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
     float32 matmul peak;
@@ -323,16 +322,12 @@ _median_time = attention_benchmark.median_time
 def random_batch(input_config, rng: np.random.Generator, batch_size: int | None = None,
                  samples: int | None = None) -> dict:
   """A training batch of `input_config`'s shapes (data/specs.py; its batch and crop unless
-  given) with random contents: codes, audio in [-1, 1], 0/1 frame features, events (none
-  masked)."""
+  given) with random contents: codes, audio in [-1, 1], events, 0/1 frame features and masks."""
   out = {}
   for k, (shape, dtype) in specs.batch_spec(input_config, batch_size, samples).items():
-    if k == 'events':
-      out[k] = rng.integers(0, midi_events.VOCAB_SIZE, shape).astype(dtype)
-    elif k == 'event_mask':
-      out[k] = np.ones(shape, dtype)
-    elif k == 'audio' and dtype == np.int32:
-      out[k] = rng.integers(0, 2 ** input_config.bits, shape).astype(dtype)
+    if k in ('audio', 'events') and dtype == np.int32:  # codes or events
+      high = midi_events.VOCAB_SIZE if k == 'events' else 2 ** input_config.bits
+      out[k] = rng.integers(0, high, shape).astype(dtype)
     elif k == 'audio':
       out[k] = rng.uniform(-1, 1, shape).astype(dtype)
     else:
@@ -378,9 +373,8 @@ def bench_train() -> dict:
   if frozen is not None:
     frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
   return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_unit': unit,
-          'train_step_s': seconds,
-          'train_samples_per_s': rate, 'train_samples_per_s_range': _range(b * t, windows),
-          'train_flops_per_sample': flops,
+          'train_step_s': seconds, 'train_samples_per_s': rate,
+          'train_samples_per_s_range': _range(b * t, windows), 'train_flops_per_sample': flops,
           'train_gflops_per_s': gflops, 'matmul_peak_gflops': peak,
           'train_fraction_of_matmul_peak': None if gflops is None else gflops / peak,
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}

@@ -120,6 +120,7 @@ def _synthesize(workdir: str, midi_path: str, out_dir: str, seed: int,
                             temperature=temperature, midi=midi_path)
   out = os.path.join(out_dir, 'synthesis.wav')
   os.replace(paths[0], out)
+  os.rmdir(os.path.dirname(paths[0]))  # the sampler's directory, empty once its file moved
   return out
 
 
