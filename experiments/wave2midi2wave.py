@@ -1,5 +1,5 @@
-r"""Wave2Midi2Wave (Hawthorne et al. 2019): transcription, a model of the MIDI, and a MIDI-conditioned
-synthesiser, each stage from its own training run, joined.
+r"""Wave2Midi2Wave (Hawthorne et al. 2019): transcription, a model of the MIDI, and a
+MIDI-conditioned synthesiser, each stage from its own training run, joined.
 
     # (a) audio -> transcription -> resynthesis
     python -m experiments.wave2midi2wave --route=resynthesize --audio=in.wav \
@@ -7,6 +7,7 @@ synthesiser, each stage from its own training run, joined.
     # (b) audio -> transcription -> Music Transformer continuation -> synthesis
     python -m experiments.wave2midi2wave --route=continue --audio=in.wav --transcriber=/tmp/of \
         --composer=/tmp/mt --synthesizer=/tmp/wn_midi --seconds=5 --out=/tmp/w2m2w_b
+    #     ... or a MIDI file continued: --midi=primer.mid in place of --audio and --transcriber
     # (c) Music Transformer from scratch -> synthesis
     python -m experiments.wave2midi2wave --route=compose --composer=/tmp/mt \
         --synthesizer=/tmp/wn_midi --seconds=5 --out=/tmp/w2m2w_c
@@ -21,7 +22,8 @@ last events) and the synthesiser (a model conditioned on MIDI frame features, e.
 audio in --out:
 
     transcription.mid     (a, b, adherence) the transcriber's notes of --audio
-    continuation.mid      (b) the transcription, then --seconds of the composer's events
+    continuation.mid      (b) the transcription (or the --midi primer), then --seconds of the
+                          composer's events
     composition.mid       (c) --seconds of the composer's events
     synthesis.wav         (a, b, c, adherence) the synthesiser's rendering of the last MIDI
                           (the --midi file for adherence)
@@ -58,7 +60,7 @@ import models
 
 ROUTES = ('resynthesize', 'continue', 'compose', 'adherence')
 _NEEDS = {'resynthesize': ('audio', 'transcriber', 'synthesizer'),
-          'continue': ('audio', 'transcriber', 'composer', 'synthesizer', 'seconds'),
+          'continue': ('audio', 'transcriber', 'composer', 'synthesizer', 'seconds'),  # or midi
           'compose': ('composer', 'synthesizer', 'seconds'),
           'adherence': ('audio', 'midi', 'transcriber', 'synthesizer')}
 
@@ -133,7 +135,12 @@ def run(route: str, out: str, audio: str | None = None, midi: str | None = None,
     raise ValueError(f'--route={route!r}: expected one of {", ".join(ROUTES)}')
   given = {'audio': audio, 'midi': midi, 'transcriber': transcriber, 'composer': composer,
            'synthesizer': synthesizer, 'seconds': seconds}
-  missing = [f'--{k}' for k in _NEEDS[route] if given[k] is None]
+  needs = _NEEDS[route]
+  if route == 'continue' and midi is not None:  # a MIDI primer in place of a transcription
+    if audio is not None:
+      raise ValueError(f'--route=continue: --audio={audio} and --midi={midi}: pass one primer')
+    needs = tuple(k for k in needs if k not in ('audio', 'transcriber'))
+  missing = [f'--{k}' for k in needs if given[k] is None]
   if missing:
     raise ValueError(f'--route={route} needs {", ".join(missing)}')
   if seconds is not None and seconds <= 0:
@@ -154,7 +161,8 @@ def run(route: str, out: str, audio: str | None = None, midi: str | None = None,
   else:
     name = 'continuation.mid' if route == 'continue' else 'composition.mid'
     conditioning = path(name)
-    midi_lib.write_midi(conditioning, compose_midi(composer, seconds, transcription, seed,
+    primer = midi_lib.load_notes(midi) if route == 'continue' and midi else transcription
+    midi_lib.write_midi(conditioning, compose_midi(composer, seconds, primer, seed,
                                                    temperature))
   record['synthesis'] = _synthesize(synthesizer, conditioning, out, seed, temperature)
   if transcriber is not None:
@@ -189,7 +197,7 @@ if __name__ == '__main__':
   flags.DEFINE_enum('route', None, ROUTES, 'Which pipeline to run (module docstring).')
   flags.DEFINE_string('out', None, 'Output directory.')
   flags.DEFINE_string('audio', None, 'A wav to transcribe.')
-  flags.DEFINE_string('midi', None, 'The true MIDI of --audio (route adherence).')
+  flags.DEFINE_string('midi', None, 'The true MIDI of --audio (adherence), or a primer (continue).')
   flags.DEFINE_string('transcriber', None, 'Workdir of a transcriber (onsets_frames).')
   flags.DEFINE_string('composer', None, 'Workdir of a model of events (music_transformer).')
   flags.DEFINE_string('synthesizer', None, 'Workdir of a MIDI-conditioned synthesiser.')

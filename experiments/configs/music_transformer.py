@@ -4,12 +4,12 @@ Variants (combine with commas):
 
   (none)      the paper's MAESTRO setting: windows of 2,048 events of MAESTRO's official splits
               with its augmentation (transpositions of up to +-3 semitones, time stretches of
-              +-2.5% and +-5%), relative attention. The sizes are those of Table 3's relative
-              Transformer as Magenta released its hyperparameters (score2perf,
+              +-2.5% and +-5%), relative attention. The sizes are those of the paper's MAESTRO
+              model as Magenta released its hyperparameters (score2perf,
               `t_rel_len2048_h384_att512_fs1024_n6_dropout10`): 6 layers of width 384, 8 heads
               over 512 attention channels, filter (MLP) 1,024, relative distances clipped at
               1,024 (half the window: 1,025 vectors). 12.9 M parameters. It aims at the paper's
-              1.84 nats per event on MAESTRO validation (Table 3). Ours, not the paper's: no
+              1.84 nats per event on MAESTRO validation (its MAESTRO results table). Ours, not the paper's: no
               dropout (it used 0.1), Adam at 3e-4 with a cosine decay over 250k steps, batch 16
               windows.
   runlocal    a laptop run on the embedded corpus (2 CPU cores): windows of 256 events, 4

@@ -72,6 +72,20 @@ def test_the_routes_write_each_stages_midi_beside_the_audio(runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_midi_file_is_continued_in_place_of_a_transcription(runs, tmp_path):
+  record = w2m2w.run('continue', str(tmp_path), midi=runs['midi'], composer=runs['composer'],
+                     synthesizer=runs['synthesizer'], seconds=1.0, seed=3)
+  cont = midi.load_notes(str(tmp_path / 'continuation.mid'))
+  assert not (tmp_path / 'transcription.mid').exists() and 'adherence' not in record
+  np.testing.assert_allclose(cont.onsets[:len(NOTES)], NOTES.onsets, atol=2e-3)
+  np.testing.assert_array_equal(cont.pitches[:len(NOTES)], NOTES.pitches)
+  with pytest.raises(ValueError, match='pass one primer'):
+    w2m2w.run('continue', str(tmp_path), audio=runs['audio'], midi=runs['midi'],
+              transcriber=runs['transcriber'], composer=runs['composer'],
+              synthesizer=runs['synthesizer'], seconds=1.0)
+
+
+@pytest.mark.slow
 def test_a_continuation_keeps_the_primer_and_follows_it(runs):
   cont = w2m2w.compose_midi(runs['composer'], 1.0, NOTES, seed=3)
   first = midi.make_notes(*(getattr(cont, f)[:len(NOTES)]
