@@ -116,11 +116,11 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, batch_size: int,
   for b in range(n):
     rows = windows[b * batch_size + first:b * batch_size + first + per_process]
     events = np.zeros((per_process, window), np.int32)
+    lengths = np.zeros((per_process, 1), np.int64)
     for r, (i, s) in enumerate(rows):
       part = pieces[i][s:s + window]
-      events[r, :len(part)] = part
-    lengths = [len(pieces[i][s:s + window]) for i, s in rows] + [0] * (per_process - len(rows))
-    host = {'events': events, 'event_mask': np.arange(window) < np.array(lengths)[:, None],
+      events[r, :len(part)], lengths[r] = part, len(part)
+    host = {'events': events, 'event_mask': np.arange(window) < lengths,
             'mask': np.arange(per_process) < len(rows)}
     yield {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
            for k, v in host.items()}

@@ -23,7 +23,9 @@ without its warnings); average such scores only over pieces that have reference 
 import mir_eval
 import numpy as np
 
+from data.midi import MIN_PITCH
 from data.midi import Notes
+from data.specs import NUM_KEYS
 
 ONSET_TOLERANCE = 0.05  # seconds
 OFFSET_RATIO = 0.2  # of the reference note's duration
@@ -69,6 +71,17 @@ def note_scores(ref: Notes, est: Notes) -> dict[str, float]:
       ri, rp, rv, ei, ep, ev, offset_ratio=OFFSET_RATIO, velocity_tolerance=VELOCITY_TOLERANCE,
       **common)
   out.update(_prf('note_with_offset_velocity', p, r, f))
+  return out
+
+
+def roll(notes: Notes, num_frames: int, frame_rate: float) -> np.ndarray:
+  """[num_frames, 88] bool: the frames [onset, offset) of `notes` whose times sit on a frame
+  grid (frame / frame_rate, as a transcriber decodes them), rounded to their frames."""
+  out = np.zeros((num_frames, NUM_KEYS), bool)
+  start = np.round(notes.onsets * frame_rate).astype(int)
+  end = np.round(notes.offsets * frame_rate).astype(int)
+  for s, e, p in zip(start, end, notes.pitches - MIN_PITCH):
+    out[s:e, p] = True
   return out
 
 

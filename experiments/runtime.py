@@ -198,16 +198,17 @@ class DivergenceGuard:
   Each log step's metrics are one check. A check is bad when the 'loss' is above `factor`
   times the median of the last `window` good checks' losses (once 3 are known and their median
   is positive), or when 'bits_per_sample' is above the data's bits per code (input.bits, what
-  a uniform guess scores) plus `bits_margin`. While the last check is bad the trainer takes no
+  a uniform guess scores; an input without bits, as events, has no such bound) plus
+  `bits_margin`. While the last check is bad the trainer takes no
   checkpoint, so the newest one is the last taken before the trouble began; `checks` bad checks
   in a row stop the run with it intact (config.divergence; factor 0 and bits_margin 0 turn a
   rule off).
   """
 
-  def __init__(self, divergence, bits: int):
+  def __init__(self, divergence, bits: int | None):
     self.factor, self.checks = divergence.factor, divergence.checks
     self.window, self.bits_bound = divergence.window, (
-        bits + divergence.bits_margin if divergence.bits_margin else math.inf)
+        bits + divergence.bits_margin if divergence.bits_margin and bits else math.inf)
     self.good: list[float] = []
     self.bad = 0
     self.first_bad_step = None

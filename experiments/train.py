@@ -175,7 +175,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, game) -> dict:
         f.write(config.to_json_best_effort(indent=1) + '\n')
     train_step = game.make_step(config, family, model, rules, shardings, batch_sh)
     progress = metrics_lib.Progress(step, config.total_steps)
-    guard = runtime.DivergenceGuard(config.divergence, config.input.get('bits', 8))
+    guard = runtime.DivergenceGuard(config.divergence, config.input.get('bits'))
     last, history, suspect = {}, [], False
     while step < config.total_steps:
       state, step_metrics = train_step(state, next(batches))

@@ -165,13 +165,12 @@ def run(route: str, out: str, audio: str | None = None, midi: str | None = None,
     midi_lib.write_midi(conditioning, compose_midi(composer, seconds, primer, seed,
                                                    temperature))
   record['synthesis'] = _synthesize(synthesizer, conditioning, out, seed, temperature)
+  target = midi_lib.load_notes(conditioning)  # the notes the synthesiser was given
   if transcriber is not None:
     heard = transcribe_lib.transcribe(transcriber, record['synthesis'], path('synthesis.mid'))
-    record['adherence'] = transcription_metrics.note_scores(midi_lib.load_notes(conditioning),
-                                                            heard)
+    record['adherence'] = transcription_metrics.note_scores(target, heard)
   if route == 'adherence':
-    record['ceiling'] = transcription_metrics.note_scores(
-        midi_lib.load_notes(conditioning), transcription)
+    record['ceiling'] = transcription_metrics.note_scores(target, transcription)
   with open(path('scores.json'), 'w', encoding='utf-8') as f:
     json.dump(record, f, indent=1, sort_keys=True)
   return record

@@ -101,7 +101,9 @@ tests/models/test_<name>.py:
   transcriber     a model from audio to notes, not of audio (models/onsets_frames): it trains on
                   the audio input's 'mel' frames with its MIDI frame features as labels, and
                   exports transcribe(model, variables, mel [B, F, n_mels]) -> [data.midi.Notes]
-                  (one per row, times from its frame 0) in place of `generate`; the
+                  (one per row, times from its frame 0) in place of `generate`, and
+                  label_notes(model, pianoroll, onsets, velocities) -> Notes, a row's frame
+                  labels decoded by the same rule (the reference); the
                   `transcription` evaluator scores it with mir_eval and experiments/transcribe.py
                   writes a wav's MIDI; tests: note decoding on hand-made rolls, the losses, the
                   stopped gradients of the frame head.

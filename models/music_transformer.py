@@ -250,9 +250,9 @@ def loss(model: Model, variables: dict, batch: dict, rng: jax.Array) -> tuple:
                 'weight': count}, {}
 
 
-def render(model: Model, events: np.ndarray, num_samples: int) -> np.ndarray:
-  """Events [B, N] -> mono float audio [B, num_samples] at model.sample_rate, through the
-  embedded corpus's piano (data/synth.py)."""
+def render(model: Model, events, num_samples: int) -> np.ndarray:
+  """Each stream's events (a sequence of [N_i], or [B, N]) -> mono float audio
+  [B, num_samples] at model.sample_rate, through the embedded corpus's piano (data/synth.py)."""
   return np.stack([synth.render(midi_events.decode(e), model.sample_rate, num_samples).mean(1)
                    for e in events])
 
@@ -288,6 +288,6 @@ def generate(model: Model, variables: dict, rng: jax.Array, num_samples: int, *,
                  temperature=temperature, first_stream=first_stream)
   if keep is not None:
     keep['events'] = kept
-  audio = np.stack([render(model, e[None], num_samples)[0] for e in kept])
+  audio = render(model, kept, num_samples)
   for s in range(0, num_samples, chunk_samples):
     yield audio[:, s:s + chunk_samples]

@@ -275,14 +275,3 @@ def label_notes(model: Model, pianoroll, onsets, velocities) -> midi.Notes:
   reference the `transcription` evaluator scores against, on the same frame grid."""
   return decode(np.asarray(onsets, np.float32), np.asarray(pianoroll, np.float32),
                 np.asarray(velocities, np.float32) / 127., model.frame_rate)
-
-
-def roll_of(notes: midi.Notes, num_frames: int, frame_rate: float) -> np.ndarray:
-  """[num_frames, 88] bool: the frames [onset, offset) of `notes` on times frame / frame_rate
-  (as `decode` gives them)."""
-  roll = np.zeros((num_frames, NUM_KEYS), bool)
-  start = np.round(notes.onsets * frame_rate).astype(int)
-  end = np.round(notes.offsets * frame_rate).astype(int)
-  for s, e, p in zip(start, end, notes.pitches - midi.MIN_PITCH):
-    roll[s:e, p] = True
-  return roll

@@ -71,7 +71,7 @@ class Evaluator:
         roll = np.asarray(batch['pianoroll'][i], bool)
         ref = family.label_notes(model, roll, batch['onsets'][i], batch['velocities'][i])
         refs.append(roll)
-        ests.append(family.roll_of(est, len(roll), model.frame_rate))
+        ests.append(transcription_metrics.roll(est, len(roll), model.frame_rate))
         notes.append(transcription_metrics.note_scores(ref, est))
     if not refs:
       raise ValueError(f'split {self.split!r} holds no segment to transcribe')
