@@ -74,6 +74,9 @@ SPLITS = ('train', 'validation', 'test')
 REPORT_NAME = 'bad_files.json'
 SOURCE_NAME = 'source.json'  # where a prepared dataset came from (`source_record`)
 EMBEDDED_CORPUS_VERSION = 1  # bump when data/corpus.py changes what it writes
+# The embedded corpora: name -> data/corpus.write_corpus's keyword arguments. 'corpus' is the
+# piano corpus; 'instruments' renders its scores in every instrument (data/instruments.py).
+EMBEDDED = {'corpus': {}, 'instruments': {'instruments': specs.INSTRUMENTS}}
 
 
 class BadFileError(ValueError):
@@ -112,6 +115,7 @@ class Piece:
   midi_filename: str
   audio_filename: str
   duration: float
+  instrument: str | None = None  # the optional `instrument` column (data/instruments.py)
 
 
 def find_csv(manual_dir: str) -> str:
@@ -148,8 +152,12 @@ def _parse_row(row: dict, manual_dir: str) -> Piece:
   for key in ('audio_filename', 'midi_filename'):
     if not _inside(manual_dir, row[key] or ''):
       raise ValueError(f'{key} {row[key]!r} leaves manual_dir {os.path.abspath(manual_dir)}')
+  instrument = row.get('instrument')
+  if instrument is not None and instrument not in specs.INSTRUMENTS:
+    raise ValueError(f'instrument {instrument!r} of {row["audio_filename"]!r} is not one of '
+                     f'{", ".join(specs.INSTRUMENTS)}')
   return Piece(row['canonical_composer'], row['canonical_title'], row['split'], int(row['year']),
-               row['midi_filename'], row['audio_filename'], duration)
+               row['midi_filename'], row['audio_filename'], duration, instrument)
 
 
 def read_csv(csv_path: str) -> tuple[list[Piece], list[tuple[str, str]]]:
@@ -286,23 +294,33 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
       kwargs['config'] = config.name
     super().__init__(file_format='array_record', **kwargs)
 
-  def _info(self) -> tfds.core.DatasetInfo:
+  def _features(self) -> dict:
+    """The example's features (a subclass adds its own)."""
     c = self.builder_config
     roll = lambda dtype: tfds.features.Tensor(shape=(c.num_frames, midi_lib.NUM_KEYS), dtype=dtype)
+    return {
+        'audio': tfds.features.Tensor(shape=(c.segment_samples,), dtype=np.int16),
+        'pianoroll': roll(np.bool_),
+        'onsets': roll(np.bool_),
+        'velocities': roll(np.uint8),
+        'start_sample': tfds.features.Scalar(dtype=np.int64),
+        'audio_filename': tfds.features.Text(),
+        'midi_filename': tfds.features.Text(),
+        'canonical_composer': tfds.features.Text(),
+        'canonical_title': tfds.features.Text(),
+        'year': tfds.features.Scalar(dtype=np.int32),
+        'duration': tfds.features.Scalar(dtype=np.float32),
+    }
+
+  def _example(self, example: dict, piece: Piece) -> dict:
+    """One segment's features as written (a subclass adds its own)."""
+    del piece
+    return example
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c = self.builder_config
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'audio': tfds.features.Tensor(shape=(c.segment_samples,), dtype=np.int16),
-            'pianoroll': roll(np.bool_),
-            'onsets': roll(np.bool_),
-            'velocities': roll(np.uint8),
-            'start_sample': tfds.features.Scalar(dtype=np.int64),
-            'audio_filename': tfds.features.Text(),
-            'midi_filename': tfds.features.Text(),
-            'canonical_composer': tfds.features.Text(),
-            'canonical_title': tfds.features.Text(),
-            'year': tfds.features.Scalar(dtype=np.int32),
-            'duration': tfds.features.Scalar(dtype=np.float32),
-        }),
+        features=tfds.features.FeaturesDict(self._features()),
         metadata=tfds.core.MetadataDict(sample_rate=c.sample_rate, hop_length=c.hop_length,
                                         segment_samples=c.segment_samples),
         homepage='https://magenta.tensorflow.org/datasets/maestro',
@@ -382,7 +400,7 @@ class Maestro(tfds.core.GeneratorBasedBuilder):
                    self._stats['pieces'], self._total, piece.audio_filename, len(examples),
                    self._stats['seconds'], self._stats['seconds'] / max(elapsed, 1e-9))
       for ex in examples:
-        yield f"{ex['audio_filename']}:{ex['start_sample']}", ex
+        yield f"{ex['audio_filename']}:{ex['start_sample']}", self._example(ex, piece)
       written += len(examples)
     if not written:
       raise BadFileError(f'{find_csv(manual_dir)}: split {split!r} is empty: none of its '
@@ -398,10 +416,11 @@ def cache_dir() -> str:
   return os.path.expanduser(os.environ.get('WAVEGEN_CACHE', '~/.cache/wavegen'))
 
 
-def embedded_dirs(root: str | None = None) -> tuple[str, str]:
-  """(manual_dir, data_dir) of the embedded corpus under the cache directory."""
+def embedded_dirs(root: str | None = None, name: str = 'corpus') -> tuple[str, str]:
+  """(manual_dir, data_dir) of the embedded corpus `name` (one of EMBEDDED) under the cache
+  directory."""
   root = os.path.join(root or cache_dir(), f'embedded-v{EMBEDDED_CORPUS_VERSION}')
-  return os.path.join(root, 'corpus'), os.path.join(root, 'tfds')
+  return os.path.join(root, name), os.path.join(root, 'tfds')
 
 
 def get_config(name: str | MaestroConfig) -> MaestroConfig:
@@ -428,10 +447,13 @@ def source_record(manual_dir: str) -> dict:
   sha256, and whether it is the embedded corpus (and which version)."""
   manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
   csv_path = find_csv(manual_dir)
-  embedded = manual_dir == os.path.abspath(embedded_dirs()[0])
-  return {'manual_dir': manual_dir, 'csv': os.path.basename(csv_path),
-          'csv_sha256': _sha256(csv_path),
-          'embedded_corpus_version': EMBEDDED_CORPUS_VERSION if embedded else None}
+  embedded = [n for n in EMBEDDED if manual_dir == os.path.abspath(embedded_dirs(name=n)[0])]
+  record = {'manual_dir': manual_dir, 'csv': os.path.basename(csv_path),
+            'csv_sha256': _sha256(csv_path),
+            'embedded_corpus_version': EMBEDDED_CORPUS_VERSION if embedded else None}
+  if embedded and embedded[0] != 'corpus':
+    record['embedded_corpus'] = embedded[0]
+  return record
 
 
 def _describe_source(record: dict) -> str:
@@ -442,8 +464,9 @@ def _describe_source(record: dict) -> str:
                                                   if sha else '')
 
 
-def check_source(builder, manual_dir: str | None) -> None:
-  """Checks that a prepared dataset was prepared from `manual_dir` (None: the embedded corpus).
+def check_source(builder, manual_dir: str | None, embedded: str = 'corpus') -> None:
+  """Checks that a prepared dataset was prepared from `manual_dir` (None: the embedded corpus
+  `embedded`).
 
   The source matches when both are the embedded corpus of the same version, or both are MAESTRO
   directories whose CSVs have the same sha256 (a moved or copied directory matches); when the
@@ -466,9 +489,10 @@ def check_source(builder, manual_dir: str | None) -> None:
   except (OSError, ValueError) as e:
     raise ValueError(f'{path}: source record does not read ({e})') from None
   if manual_dir is None:
-    asked = {'manual_dir': os.path.abspath(embedded_dirs()[0]), 'csv': None, 'csv_sha256': None,
-             'embedded_corpus_version': EMBEDDED_CORPUS_VERSION}
-    same = recorded.get('embedded_corpus_version') == EMBEDDED_CORPUS_VERSION
+    asked = {'manual_dir': os.path.abspath(embedded_dirs(name=embedded)[0]), 'csv': None,
+             'csv_sha256': None, 'embedded_corpus_version': EMBEDDED_CORPUS_VERSION}
+    same = (recorded.get('embedded_corpus_version') == EMBEDDED_CORPUS_VERSION
+            and recorded.get('embedded_corpus', 'corpus') == embedded)
   else:
     try:
       asked = source_record(manual_dir)
@@ -507,12 +531,14 @@ def prepare(config: str | MaestroConfig = '16k', manual_dir: str | None = None,
                          manual_dir, data_dir)
 
 
-def prepare_builder(make, manual_dir: str | None, data_dir: str | None):
+def prepare_builder(make, manual_dir: str | None, data_dir: str | None,
+                    embedded: str = 'corpus'):
   """`prepare` for any builder over a MAESTRO directory: `make(data_dir)` gives the builder
-  (data_dir None: TFDS's default), whose data lives in data_dir/<name>/<config>/<version>."""
+  (data_dir None: TFDS's default), whose data lives in data_dir/<name>/<config>/<version>;
+  manual_dir None reads the embedded corpus `embedded` (one of EMBEDDED)."""
   asked = manual_dir
   if manual_dir is None:
-    manual_dir, default_data_dir = embedded_dirs()
+    manual_dir, default_data_dir = embedded_dirs(name=embedded)
     data_dir = data_dir or default_data_dir
   builder = make(data_dir)
   if not builder.is_prepared():
@@ -522,14 +548,14 @@ def prepare_builder(make, manual_dir: str | None, data_dir: str | None):
       if asked is None and not os.path.exists(manual_dir):
         from data import corpus  # pylint: disable=g-import-not-at-top
         logging.info('Generating the embedded corpus in %s', manual_dir)
-        corpus.write_corpus(manual_dir)
+        corpus.write_corpus(manual_dir, **EMBEDDED[embedded])
       builder = make(data_dir)  # another job's?
       if not builder.is_prepared():
         _remove_incomplete(builder)
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
             manual_dir=os.path.expanduser(manual_dir)))
         return builder
-  check_source(builder, asked)
+  check_source(builder, asked, embedded)
   return builder
 
 

@@ -33,14 +33,17 @@ import ml_collections
 import numpy as np
 
 from data import audio as audio_lib
+from data import instruments
 from data import maestro
 from data import spectral
 from data import specs
 
 def load_source(config: ml_collections.ConfigDict):
-  """(data source of `config.split`, the prepared Maestro builder)."""
-  builder = maestro.prepare(config.dataset, manual_dir=config.manual_dir,
-                            data_dir=config.data_dir, num_workers=config.prepare_workers)
+  """(data source of `config.split`, the prepared Maestro builder: the multi-instrument one,
+  data/instruments.py, with `config.instruments`)."""
+  prepare = instruments.prepare if config.get('instruments') else maestro.prepare
+  builder = prepare(config.dataset, manual_dir=config.manual_dir, data_dir=config.data_dir,
+                    num_workers=config.prepare_workers)
   sources = builder.as_data_source()
   if config.split not in sources:
     raise ValueError(f'input.split={config.split!r}: expected one of {", ".join(sources)}')
@@ -88,6 +91,8 @@ class _Crop(grain.transforms.RandomMap):
     out = {'audio': ex['audio'][start:start + crop],
            'index': np.int32(ex['index']),
            'start_sample': np.int32(ex['start_sample'] + start)}
+    if 'instrument' in ex:
+      out['instrument'] = np.int32(ex['instrument'])
     for k in self._frame_keys:
       if k != 'mel':
         out[k] = ex[k][start // self._hop:(start + crop) // self._hop]

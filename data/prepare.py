@@ -3,6 +3,7 @@ r"""Builds the Maestro TFDS dataset and prints what it holds.
     python -m data.prepare                      # the embedded corpus, generated and cached
     python -m data.prepare --manual_dir=/path/to/maestro-v3.0.0 \
         --data_dir=~/tensorflow_datasets --config=24k --num_workers=8 --on_bad_file=skip
+    python -m data.prepare --instruments        # the multi-instrument dataset (data/instruments.py)
 
 A dataset that is already prepared is not built again. A preparation error (a bad file, a
 dataset prepared from another source, a directory that cannot be written) prints one line on
@@ -17,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from data import instruments
 from data import maestro
 
 
@@ -32,6 +34,8 @@ def define_flags() -> None:
                     "'fail': stop at the first bad file; 'skip': leave it out and list it in "
                     'bad_files.json.')
   flags.DEFINE_integer('num_workers', os.cpu_count(), 'Preparation processes.')
+  flags.DEFINE_bool('instruments', False, 'Build the multi-instrument dataset (a CSV with an '
+                    'instrument column; default: the embedded multi-instrument corpus).')
 
 
 def main(argv):
@@ -40,7 +44,8 @@ def main(argv):
   t = time.time()
   f = flags.FLAGS
   try:
-    builder = maestro.prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
+    prepare = instruments.prepare if f.instruments else maestro.prepare
+    builder = prepare(f.config, f.manual_dir, f.data_dir, on_bad_file=f.on_bad_file,
                               num_workers=f.num_workers)
   except (ValueError, OSError) as e:  # BadFileError is a ValueError
     print('prepare: error: ' + ' '.join(str(e).split('\n')), file=sys.stderr)

@@ -18,6 +18,8 @@ A batch is a dict of arrays with a leading batch axis:
     pianoroll, onsets [B, F, 88] bool, velocities [B, F, 88] uint8   (when asked for)
     mel          [B, F, n_mels] float32 log-mel frames of the audio (when asked for; its
                  settings are `input.mel`, its hop the dataset's)
+    instrument   [B] int32   the piece's instrument, an index into INSTRUMENTS (only with
+                             input.instruments: the multi-instrument dataset)
     index        [B] int32   the record's position in the split (for bookkeeping)
     start_sample [B] int32   the crop's offset in the resampled piece
     mask         [B] bool    only with drop_remainder=False: False on padding rows
@@ -44,6 +46,10 @@ CSV_COLUMNS = ('canonical_composer', 'canonical_title', 'split', 'year', 'midi_f
 FRAME_FEATURES = {'pianoroll': (NUM_KEYS, np.bool_), 'onsets': (NUM_KEYS, np.bool_),
                   'velocities': (NUM_KEYS, np.uint8), 'mel': (None, np.float32)}
 ENCODINGS = ('mu_law', 'linear', 'float')
+# The instruments (domains) of the multi-instrument corpus, in id order: a batch's 'instrument'
+# [B] int32 is an index into this tuple (data/synth.py voices each; data/instruments.py reads
+# the corpus's `instrument` column).
+INSTRUMENTS = ('piano', 'organ', 'harpsichord', 'strings', 'mallet')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +108,9 @@ def input_config() -> ml_collections.ConfigDict:
   c.encoding = 'mu_law'  # one of ENCODINGS
   c.bits = 8  # bits of the 'mu_law' / 'linear' codes
   c.frame_features = ()  # a subset of FRAME_FEATURES
+  # True: the multi-instrument dataset (data/instruments.py; every score in every one of
+  # INSTRUMENTS), whose batches carry 'instrument' [B] int32; False: the piano dataset.
+  c.instruments = False
   c.mel = mel_config()  # the 'mel' frame feature; its hop is the dataset's
   c.shuffle = True
   c.num_epochs = ml_collections.config_dict.placeholder(int)  # None: repeat forever
@@ -214,7 +223,7 @@ def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None =
                samples: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """{key: (shape, dtype)} of a training batch of `input_config` (its global batch and crop,
   unless given): 'audio' and each of its frame features; of events, 'events' and 'event_mask'
-  [B, window (or `samples`)]."""
+  [B, window (or `samples`)]; with input.instruments, 'instrument' [B]."""
   b = input_config.batch_size if batch_size is None else batch_size
   if is_events(input_config):
     n = input_config.window if samples is None else samples
@@ -226,6 +235,8 @@ def batch_spec(input_config: ml_collections.ConfigDict, batch_size: int | None =
   frames = -(-t // dataset(input_config.dataset).hop_length)
   for k in input_config.frame_features:
     out[k] = ((b, frames, feature_width(input_config, k)), np.dtype(FRAME_FEATURES[k][1]))
+  if input_config.get('instruments'):
+    out['instrument'] = ((b,), np.dtype(np.int32))
   return out
 
 

@@ -108,6 +108,21 @@ tests/models/test_<name>.py:
                   writes a wav's MIDI; tests: note decoding on hand-made rolls, the losses, the
                   stopped gradients of the frame head.
 
+  translator      a model that renders audio of one instrument as another (models/umt, a
+                  Universal Music Translation Network; models/blow, a flow): it trains on the
+                  multi-instrument dataset (config.input.instruments, whose batches carry
+                  'instrument' [B] int32, an index into data.specs.INSTRUMENTS; the model's
+                  `num_domains` is len(INSTRUMENTS)) and exports
+                  translate(model, variables, rng, audio [B, T] float in [-1, 1], source [B],
+                  target [B], temperature=1.0) -> float32 audio [B, T] in [-1, 1], the same
+                  music played by the target instruments; experiments/translate.py writes a
+                  wav's translation and the `translation` evaluator scores it against the
+                  target instrument's rendering of the same score. A translator that cannot
+                  draw audio without a source (models/umt) raises ValueError from `generate`;
+                  tests: those of its other kind (a flow's inverse and log-det; each decoder's
+                  step-vs-parallel), and for adversarial domain confusion, that gradient
+                  reversal flips and scales the gradient exactly.
+
 The data facts. `create` fills these Model fields (when the Model has them) from
 `config.input`, the one source of each: `sample_rate` and `hop_length` (its dataset),
 `encoding` and `num_classes` (2^bits, for coded audio), `num_mels` (input.mel.n_mels, where
@@ -141,7 +156,7 @@ from data import specs
 def _is_family(name: str) -> bool:
   module = importlib.import_module(f'{__name__}.{name}')
   return (all(hasattr(module, a) for a in ('Model', 'init', 'loss')) and
-          (hasattr(module, 'generate') or hasattr(module, 'transcribe')))
+          any(hasattr(module, a) for a in ('generate', 'transcribe', 'translate')))
 
 
 def families() -> list[str]:
