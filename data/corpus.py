@@ -1,9 +1,16 @@
-"""The embedded default corpus: a small piano dataset in the MAESTRO v3.0.0 layout.
+"""The embedded default corpus: a small piano dataset in the MAESTRO v3.0.0 layout, and the
+same scores played by other instruments (music translation's paired data).
 
-    python -m data.corpus --out=/tmp/corpus [--num_pieces=32 --max_seconds=20 --source=auto]
+    python -m data.corpus --out=/tmp/corpus [--num_pieces=32 --max_seconds=20 --source=auto
+                                             --instruments=piano --renderer=synth]
 
 writes `maestro-v3.0.0.csv` (the MAESTRO columns, relative paths) and `{year}/{name}.midi`,
 `{year}/{name}.wav` (16-bit stereo), so the dataset builder reads it exactly as it reads MAESTRO.
+With other instruments than the piano alone (`--instruments=piano,organ,...`, any of
+data.specs.INSTRUMENTS) every score is rendered by every one of them, to
+`{year}/{name}.{instrument}.wav`, with one CSV row per (score, instrument) and a final
+`instrument` column (data/instruments.py reads it); the rows of a score share its MIDI file, its
+split and its length, and its renderings its note onsets, sample for sample.
 Everything is a function of the arguments: the same arguments give byte-identical files, for any
 number of worker processes.
 
@@ -14,7 +21,9 @@ legato sustain pedal released exactly on each bar line (each harmony change for 
 and pressed again PEDAL_LAG later, so repeated notes under the pedal exercise the re-strike
 rule of data/midi.py. Each MIDI file is written, read back with `midi.load_notes`, and the
 audio rendered by data/synth.py from what was read, so MIDI tick quantisation and the sustain
-rule match the audio exactly.
+rule match the audio exactly. `renderer='fluidsynth'` renders the MIDI files with the fluidsynth
+program and a General MIDI SoundFont instead (GM_PROGRAMS; optional, Debian:
+`apt install fluidsynth fluid-soundfont-gm`, or name the SoundFont in $WAVEGEN_SOUNDFONT).
 """
 
 import concurrent.futures
@@ -24,6 +33,7 @@ import functools
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +41,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import mido
 import numpy as np
 import soundfile as sf
 
@@ -41,6 +52,13 @@ from data import synth
 
 CSV_NAME = 'maestro-v3.0.0.csv'
 SOURCES = ('auto', 'bach', 'procedural')
+RENDERERS = ('synth', 'fluidsynth')
+# General MIDI programs (0-based) of the instruments, for renderer='fluidsynth'.
+GM_PROGRAMS = {'piano': 0, 'organ': 19, 'harpsichord': 6, 'strings': 48, 'mallet': 12}
+SOUNDFONT_ENV = 'WAVEGEN_SOUNDFONT'
+SOUNDFONTS = ('/usr/share/sounds/sf2/FluidR3_GM.sf2', '/usr/share/sounds/sf2/default-GM.sf2',
+              '/usr/share/soundfonts/FluidR3_GM.sf2', '/usr/share/soundfonts/default.sf2')
+_INSTALL = 'install with `apt install fluidsynth fluid-soundfont-gm`'
 BACH_COMPOSER = 'Johann Sebastian Bach'
 PROCEDURAL_COMPOSER = 'Wavegen procedural'
 DEFAULT_BPM = 80.0  # chorales without a metronome mark
@@ -225,18 +243,70 @@ def _perform(score: dict, index: int, seed: int,
 # Writing.
 
 
+def fluidsynth() -> tuple[str, str]:
+  """(the fluidsynth program, a General MIDI SoundFont), or a one-line ValueError saying which
+  is missing and how to install it."""
+  program = shutil.which('fluidsynth')
+  if program is None:
+    raise ValueError(f"renderer='fluidsynth': the fluidsynth program is not on PATH; "
+                     f'{_INSTALL}')
+  if os.environ.get(SOUNDFONT_ENV):
+    found = [os.environ[SOUNDFONT_ENV]]
+    if not os.path.isfile(found[0]):
+      raise ValueError(f"renderer='fluidsynth': {SOUNDFONT_ENV}={found[0]} is not a file; "
+                       f'point it at a General MIDI SoundFont (.sf2), or {_INSTALL}')
+  else:
+    found = [p for p in SOUNDFONTS if os.path.isfile(p)]
+  if not found:
+    raise ValueError(f"renderer='fluidsynth': no General MIDI SoundFont (looked for "
+                     f"${SOUNDFONT_ENV}, {', '.join(SOUNDFONTS)}); {_INSTALL}")
+  return program, found[0]
+
+
+def _fluidsynth_render(midi_path: str, instrument: str, sample_rate: int, num_samples: int,
+                       program: str, soundfont: str) -> np.ndarray:
+  """The MIDI file played by `instrument`'s General MIDI program, dry: float32 [T, 2]."""
+  mid = mido.MidiFile(midi_path)
+  for track in mid.tracks:
+    changes = [m for m in track if m.type == 'program_change']
+    for m in changes:
+      m.program = GM_PROGRAMS[instrument]
+    if not changes:
+      channels = sorted({m.channel for m in track if m.type in ('note_on', 'note_off')})
+      track[:0] = [mido.Message('program_change', channel=c, program=GM_PROGRAMS[instrument])
+                   for c in channels]
+  with tempfile.TemporaryDirectory(prefix='wavegen-fluidsynth-') as tmp:
+    mid.save(os.path.join(tmp, 'in.mid'))
+    wav = os.path.join(tmp, 'out.wav')
+    done = subprocess.run(
+        [program, '-ni', '-R', '0', '-C', '0', '-g', '0.5', '-r', str(sample_rate), '-T', 'wav',
+         '-O', 'float', '-F', wav, soundfont, os.path.join(tmp, 'in.mid')],
+        capture_output=True, text=True, errors='replace', check=False)
+    if done.returncode or not os.path.isfile(wav):
+      last = (done.stderr.strip() or done.stdout.strip() or '?').splitlines()[-1]
+      raise RuntimeError(f'{midi_path}: fluidsynth failed ({done.returncode}): {last}')
+    x, _ = sf.read(wav, dtype='float32', always_2d=True)  # [T', C]
+  x = np.repeat(x, 2, axis=1) if x.shape[1] == 1 else x[:, :2]
+  return np.pad(x[:num_samples], ((0, max(num_samples - len(x), 0)), (0, 0)))  # [T, 2]
+
+
 def _write_piece(job: dict) -> float:
-  """Writes one piece's MIDI and WAV; returns the audio duration in seconds."""
+  """Writes one score's MIDI and its WAV in each instrument; returns the audio duration in
+  seconds (the same for every instrument)."""
   midi_path = os.path.join(job['root'], job['midi_filename'])
   midi.write_midi(midi_path, job['notes'], job['pedals'])
   # Render what a reader of the MIDI file will see: tick-quantised times, sustain applied.
   notes = midi.load_notes(midi_path, sustain=True)
   sr = job['sample_rate']
   num_samples = int(round((notes.end_time + TAIL) * sr))
-  x = synth.render(notes, sr, num_samples, seed=job['seed'])  # [T, 2]
-  x *= 10 ** (PEAK_DBFS / 20) / max(float(np.abs(x).max()), 1e-9)
-  pcm = audio.to_int16(x)  # [T, 2]
-  sf.write(os.path.join(job['root'], job['audio_filename']), pcm, sr, subtype='PCM_16')
+  for instrument, audio_filename in job['renderings']:
+    if job['renderer'] == 'fluidsynth':
+      x = _fluidsynth_render(midi_path, instrument, sr, num_samples, *job['fluidsynth'])
+    else:
+      x = synth.render(notes, sr, num_samples, seed=job['seed'], instrument=instrument)  # [T, 2]
+    x *= 10 ** (PEAK_DBFS / 20) / max(float(np.abs(x).max()), 1e-9)
+    pcm = audio.to_int16(x)  # [T, 2]
+    sf.write(os.path.join(job['root'], audio_filename), pcm, sr, subtype='PCM_16')
   return num_samples / sr
 
 
@@ -268,9 +338,19 @@ def _scores(source, num_pieces, max_seconds, seed, pmap) -> list[dict]:
   return scores
 
 
+def _check_instruments(instruments) -> tuple[str, ...]:
+  instruments = (instruments,) if isinstance(instruments, str) else tuple(instruments)
+  if (not instruments or len(set(instruments)) < len(instruments)
+      or not set(instruments) <= set(specs.INSTRUMENTS)):
+    raise ValueError(f'instruments={instruments}: expected distinct names from '
+                     f'{", ".join(specs.INSTRUMENTS)}')
+  return instruments
+
+
 def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_seconds: float = 20.0,
                  sample_rate: int | tuple[int, ...] = 44100, source: str = 'auto',
-                 seed: int = 0, num_workers: int = 2) -> str:
+                 seed: int = 0, num_workers: int = 2, instruments=('piano',),
+                 renderer: str = 'synth') -> str:
   """Writes the corpus into `out_dir`, atomically; returns the path of its CSV.
 
   Args:
@@ -284,6 +364,12 @@ def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_second
     source: 'bach', 'procedural', or 'auto' (bach if music21 is installed).
     seed: >= 0; chooses the procedural scores, velocities and synthesiser phases.
     num_workers: processes for parsing and rendering (1: in this process).
+    instruments: names from data.specs.INSTRUMENTS. ('piano',): the piano corpus, as above;
+      otherwise every score is rendered by each, to `{year}/{name}.{instrument}.wav`, with one
+      row per (score, instrument) (the scores' order, then `instruments`' order) and the CSV
+      columns specs.CSV_COLUMNS + ('instrument',). The renderings of a score share its seed.
+    renderer: 'synth' (data/synth.py) or 'fluidsynth' (the fluidsynth program and a General
+      MIDI SoundFont, `fluidsynth()`; a one-line ValueError when either is missing).
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
@@ -292,6 +378,12 @@ def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_second
   if num_pieces < 1 or max_seconds <= 0 or seed < 0 or not rates or min(rates) <= 0:
     raise ValueError(f'write_corpus: bad arguments num_pieces={num_pieces} max_seconds='
                      f'{max_seconds} seed={seed} sample_rate={sample_rate}')
+  instruments = _check_instruments(instruments)
+  if renderer not in RENDERERS:
+    raise ValueError(f'renderer={renderer!r}: expected one of {", ".join(RENDERERS)}')
+  programs = fluidsynth() if renderer == 'fluidsynth' else None
+  paired = instruments != ('piano',)
+  columns = specs.CSV_COLUMNS + (('instrument',) if paired else ())
   source = _resolve_source(source)
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
@@ -304,25 +396,31 @@ def write_corpus(out_dir: str | os.PathLike, *, num_pieces: int = 32, max_second
             num_workers, mp_context=multiprocessing.get_context('spawn')))
         pmap = pool.map
       scores = _scores(source, num_pieces, max_seconds, seed, pmap)
-      rows, jobs = [], []
+      rows, jobs = [], []  # rows[i]: score i's, one per instrument
       for i, score in enumerate(scores):
         year = str(2004 + i % 4)
         os.makedirs(os.path.join(tmp, year), exist_ok=True)
         notes, pedals = _perform(score, i, seed, max_seconds)
-        rows.append({'canonical_composer': score['composer'],
-                     'canonical_title': score['title'], 'split': _split(i), 'year': year,
-                     'midi_filename': f'{year}/{score["name"]}.midi',
-                     'audio_filename': f'{year}/{score["name"]}.wav'})
+        stem = f'{year}/{score["name"]}'
+        row = {'canonical_composer': score['composer'], 'canonical_title': score['title'],
+               'split': _split(i), 'year': year, 'midi_filename': f'{stem}.midi'}
+        rows.append([{**row, 'audio_filename': f'{stem}.{name}.wav' if paired else f'{stem}.wav',
+                      **({'instrument': name} if paired else {})} for name in instruments])
         jobs.append({'root': tmp, 'notes': notes, 'pedals': pedals, 'seed': seed + i,
-                     'sample_rate': rates[i % len(rates)], **rows[-1]})
+                     'sample_rate': rates[i % len(rates)], 'midi_filename': row['midi_filename'],
+                     'renderings': [(name, r['audio_filename']) for name, r in
+                                    zip(instruments, rows[-1])],
+                     'renderer': renderer, 'fluidsynth': programs})
       for i, duration in enumerate(pmap(_write_piece, jobs)):
-        rows[i]['duration'] = duration
-        logging.info('%d/%d %s: %.1f s', i + 1, len(jobs), rows[i]['audio_filename'], duration)
+        for r in rows[i]:
+          r['duration'] = duration
+        logging.info('%d/%d %s: %.1f s', i + 1, len(jobs),
+                     rows[i][0]['midi_filename' if paired else 'audio_filename'], duration)
     csv_path = os.path.join(tmp, CSV_NAME)
     with open(csv_path, 'w', newline='', encoding='utf-8') as f:
-      writer = csv.DictWriter(f, specs.CSV_COLUMNS)
+      writer = csv.DictWriter(f, columns)
       writer.writeheader()
-      writer.writerows(rows)
+      writer.writerows(r for score_rows in rows for r in score_rows)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
     if os.path.isdir(out_dir):
       os.rmdir(out_dir)  # empty (checked above); fails rather than clobber a new arrival
@@ -345,6 +443,11 @@ def _define_flags():
                     'studies, or auto (bach if music21 is installed).')
   flags.DEFINE_integer('seed', 0, 'Seed of the procedural scores, velocities and synthesis.')
   flags.DEFINE_integer('num_workers', 2, 'Worker processes.')
+  flags.DEFINE_list('instruments', ['piano'], 'Instruments that play every score, from '
+                    f'{",".join(specs.INSTRUMENTS)}; other than piano alone, the audio files '
+                    'are {name}.{instrument}.wav and the CSV has an instrument column.')
+  flags.DEFINE_enum('renderer', 'synth', RENDERERS, 'data/synth.py, or the fluidsynth program '
+                    'with a General MIDI SoundFont (apt install fluidsynth fluid-soundfont-gm).')
 
 
 def main(argv):
@@ -352,16 +455,25 @@ def main(argv):
   f = flags.FLAGS
   start = time.time()
   try:
+    _check_instruments(f.instruments)
+    if f.renderer == 'fluidsynth':
+      fluidsynth()
+  except ValueError as e:
+    sys.exit(f'error: {e}')  # one line, no traceback: nothing went wrong inside
+  try:
     csv_path = write_corpus(f.out, num_pieces=f.num_pieces, max_seconds=f.max_seconds,
                             sample_rate=[int(r) for r in f.sample_rate], source=f.source,
-                            seed=f.seed, num_workers=f.num_workers)
+                            seed=f.seed, num_workers=f.num_workers,
+                            instruments=f.instruments, renderer=f.renderer)
   except FileExistsError as e:
     sys.exit(f'error: {e}')  # one line, no traceback: nothing went wrong inside
   with open(csv_path, newline='', encoding='utf-8') as fh:
     rows = list(csv.DictReader(fh))
   for split in ('train', 'validation', 'test'):
     seconds = [float(r['duration']) for r in rows if r['split'] == split]
-    print(f'{split}: {len(seconds)} pieces, {sum(seconds):.1f} s')
+    scores = len({r['midi_filename'] for r in rows if r['split'] == split})
+    also = f' ({scores} scores)' if scores != len(seconds) else ''
+    print(f'{split}: {len(seconds)} pieces{also}, {sum(seconds):.1f} s')
   print(f'Wrote {csv_path} in {time.time() - start:.1f} s')
 
 
