@@ -176,6 +176,8 @@ def _evaluate_step(workdir: str, step: int, restored, split: str, crop_samples: 
       f'{k}={v:.4f}' for k, v in record.items() if k in metrics or k.endswith('_bits')),
                record['wall_s'])
   if jax.process_index() == 0:
+    if hasattr(s['evaluator'], 'report'):  # e.g. the translation evaluator's tables
+      print(s['evaluator'].report(record), flush=True)
     results['steps'][record_key(step, eval_name, crop_samples)] = record
     _write_json(results_path(workdir, split), results)
     writer.scalars(step, {f'{split}/{k}': v for k, v in record.items()

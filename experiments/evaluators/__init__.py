@@ -10,12 +10,14 @@ at the last; 0: never) and whose `run(state) -> dict` returns scalars (floats) a
 last metrics as '<name>_<key>'; `experiments/evaluate.py` runs an evaluator of any type over
 a workdir's checkpoints. A new metric is a new module here and an entry in a config: the
 trainer does not change. An evaluator may also define `baseline() -> dict`, figures that do not
-depend on the model (the evaluate job records them once per split).
+depend on the model (the evaluate job records them once per split), and `report(record) -> str`,
+a text the evaluate job prints with each result (e.g. tables).
 
 Types: likelihood (bits per sample over a split), samples (audio clips from `generate`), spectral
 (a mel vocoder against Griffin-Lim), clip_statistics (an unconditional model's clips against the
 data's spectrogram statistics), description_length (a VQ-VAE hierarchy's bits, level by level),
-transcription (a transcriber's mir_eval frame and note scores).
+transcription (a transcriber's mir_eval frame and note scores), translation (a translator
+against paired renderings of the same scores by the target instruments).
 """
 
 import dataclasses

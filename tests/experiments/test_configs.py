@@ -54,7 +54,7 @@ def test_runlocal_settings_are_shared():
   """Every family's runlocal reads the same data as WaveNet's (so bits per sample compare
   within a kind: codes or float audio; the GANs in the papers' clips and segments), and the mel
   vocoders the mel of WaveNet's mel,runlocal (so the spectral distances compare). Models of
-  events read the embedded corpus's MIDI."""
+  events read the embedded corpus's MIDI, translators its multi-instrument rendering."""
   load = lambda spec: common.load(os.path.join(ROOT, 'experiments', 'configs', spec)).input
   shared = ('dataset', 'manual_dir', 'data_dir', 'split', 'batch_size', 'crop_samples', 'seed',
             'shuffle')
@@ -62,7 +62,12 @@ def test_runlocal_settings_are_shared():
   events = {name: i for name, i in inputs.items() if specs.is_events(i)}
   assert sorted(events) == ['music_transformer']
   assert all(i.manual_dir is None and i.split == 'train' for i in events.values())
-  inputs = {name: i for name, i in inputs.items() if name not in events}
+  # Translators read the embedded multi-instrument corpus (every score by every instrument).
+  translators = {name: i for name, i in inputs.items() if i.get('instruments')}
+  assert sorted(translators) == ['blow', 'umt']
+  assert all((i.dataset, i.manual_dir, i.split, i.batch_size) == ('16k', None, 'train', 8)
+             for i in translators.values())
+  inputs = {name: i for name, i in inputs.items() if name not in {*events, *translators}}
   own_crops = {'specgan': (8, 16384), 'wavegan': (8, 16384),  # (batch, crop)
                'melgan': (2, 8192), 'hifigan': (2, 8192),
                'samplernn': (8, 2056),  # 8 codes of context, then WaveNet's 2,048 predicted
