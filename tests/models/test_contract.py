@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from data import audio as audio_lib
 from data import midi
 from data import specs
 from experiments import benchmark
@@ -49,6 +50,17 @@ def test_family_keeps_the_contract(name):
     assert len(notes) == 2 and all(isinstance(n, midi.Notes) for n in notes)
     assert not hasattr(family, 'generate')
     return
+  if hasattr(family, 'translate'):  # a translator: each row to another instrument
+    wave = batch['audio'] if config.input.encoding == 'float' else audio_lib.decode(
+        np.asarray(batch['audio']), config.input.encoding, config.input.bits)
+    out = np.asarray(family.translate(model, variables, jax.random.key(2), wave,
+                                      np.array([0, 1]), np.array([2, 3]), temperature=1.0))
+    assert out.shape == wave.shape and out.dtype == np.float32 and np.all(np.abs(out) <= 1)
+    try:
+      family.generate(model, variables, jax.random.key(2), 50, cond={
+          k: batch[k] for k in model.conditions})
+    except ValueError:  # a translator that draws only from a source (the UMT)
+      return
   cond = {k: batch[k] for k in model.conditions}
   draw = lambda **kw: list(family.generate(model, variables, jax.random.key(2), 50, cond=cond,
                                            **kw))
