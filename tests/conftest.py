@@ -179,6 +179,19 @@ def tiny_gan(name: str, **overrides):
   return c
 
 
+def tiny_translator(name: str, **overrides):
+  """The runlocal translator `name` shrunk to seconds, 8 x 1,024-sample crops, 4 steps: the
+  UMT with a 2-layer encoder of 8 channels, a latent of 4 and 3-layer decoders; Blow with frames
+  of 256 samples in 2 blocks of 2 flows of 16 channels."""
+  model = {'umt': dict(encoder_blocks=1, encoder_layers=2, encoder_channels=8, latent_dim=4,
+                       confusion_channels=8, decoder=dict(
+                           num_layers=3, dilation_cycle=3, residual_channels=8,
+                           gate_channels=16, skip_channels=8, local_channels=4)),
+           'blow': dict(frame_samples=256, num_blocks=2, flows_per_block=2, channels=16,
+                        embedding_dim=8)}[name]
+  return _tiny(name, model, 1024, 4, overrides)
+
+
 def train_step_of(c, init_fn=None):
   """(fresh state, jitted train step, batch sharding, mesh) of config `c`; the state from
   `init_fn(c, family, model)` (default train.py's)."""
@@ -242,14 +255,17 @@ def tiny_on_fixture(maestro_dir: str, data_dir: str, variant: str = 'runlocal'):
 
 def random_batch(config, rows: int = 8) -> dict:
   """A random training batch of `config`'s kind: 8 x 512 codes, or float audio of its crops
-  (x 0.1) with random log-mel frames and MIDI labels where it reads them, or windows of events."""
+  (x 0.1) with random log-mel frames and MIDI labels where it reads them, or windows of events;
+  with random instruments where the input has them."""
   rng = np.random.default_rng(0)
   if specs.is_events(config.input):  # events, the last rows ending early
     lengths = np.linspace(config.input.window, config.input.window // 2, rows).astype(int)
     return {'events': rng.integers(0, 388, (rows, config.input.window)).astype(np.int32),
             'event_mask': np.arange(config.input.window) < lengths[:, None]}
+  ids = ({'instrument': rng.integers(0, len(specs.INSTRUMENTS), rows).astype(np.int32)}
+         if config.input.get('instruments') else {})  # a translator's instruments
   if config.input.encoding != 'float':
-    return {'audio': rng.integers(0, 256, (rows, 512)).astype(np.int32)}
+    return {'audio': rng.integers(0, 256, (rows, 512)).astype(np.int32), **ids}
   t = config.input.crop_samples
   batch = {'audio': (rng.standard_normal((rows, t)) * 0.1).astype(np.float32)}
   frames = t // specs.dataset(config.input.dataset).hop_length
@@ -260,7 +276,7 @@ def random_batch(config, rows: int = 8) -> dict:
     onsets = rng.random((rows, frames, specs.NUM_KEYS)) < 0.05
     batch.update(onsets=onsets, pianoroll=onsets | (rng.random(onsets.shape) < 0.1),
                  velocities=rng.integers(0, 128, onsets.shape).astype(np.uint8))
-  return batch
+  return {**batch, **ids}
 
 
 def loss_and_grads(config, devices):
@@ -344,6 +360,16 @@ def maestro_dir(tmp_path_factory):
   out = tmp_path_factory.mktemp('maestro') / 'maestro-v3.0.0'
   corpus.write_corpus(out, num_pieces=4, max_seconds=4.0, sample_rate=(44100, 48000),
                       source='procedural', num_workers=1)
+  return str(out)
+
+
+@pytest.fixture(scope='session')
+def instruments_dir(tmp_path_factory):
+  """A multi-instrument directory (data/instruments.py): 4 procedural scores of at most 3 s
+  (2 train, 1 validation, 1 test), each played by every instrument, 16-bit stereo at 16 kHz."""
+  out = tmp_path_factory.mktemp('instruments') / 'maestro-v3.0.0'
+  corpus.write_corpus(out, num_pieces=4, max_seconds=3.0, sample_rate=16000,
+                      source='procedural', instruments=specs.INSTRUMENTS, num_workers=1)
   return str(out)
 
 
