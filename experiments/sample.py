@@ -216,6 +216,26 @@ def generate_audio(config: ml_collections.ConfigDict, model, variables: dict, rn
                              first_stream=first_stream, **kwargs)  # [B, n]
 
 
+def load_run(workdir: str, step: int | None, capability: str, kind: str, out: str | None = None):
+  """(config, family, model, variables) of a run whose family exports `capability` (a `kind`,
+  e.g. 'transcriber (a model with `transcribe`, e.g. onsets_frames)'), for the one-file jobs;
+  first, that the file `out` (if given) can be written.
+
+  Raises:
+    FileNotFoundError: no checkpoint; ValueError: `out`'s directory is not writable, or the
+    run's family lacks `capability`.
+  """
+  if out is not None:
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+      raise ValueError(f'--out={out}: {folder} is not a writable directory')
+  state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
+  family = models.family(config.model_name)
+  if not hasattr(family, capability):
+    raise ValueError(f'{workdir} holds a {config.model_name}, not a {kind}')
+  return config, family, models.create(config), state_lib.variables(state)
+
+
 def _check_conditioning(model, workdir: str, midi: str | None, global_id: int | None,
                         mel_from: str | None = None) -> None:
   frame_keys, id_keys = _frame_keys(model), _id_keys(model)

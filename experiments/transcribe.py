@@ -17,11 +17,8 @@ from absl import app
 from absl import flags
 
 from data import midi as midi_lib
-from experiments import checkpoint
 from experiments import runtime
 from experiments import sample as sample_lib
-from experiments import state as state_lib
-import models
 
 
 def transcribe(workdir: str, audio: str, out: str | None = None, step: int | None = None,
@@ -33,19 +30,11 @@ def transcribe(workdir: str, audio: str, out: str | None = None, step: int | Non
     FileNotFoundError: no checkpoint; AudioError: a missing or undecodable wav;
     ValueError: the run is not a transcriber, or `out` cannot be written.
   """
-  if out is not None:
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-      raise ValueError(f'--out={out}: {folder} is not a writable directory')
-  state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
-  family = models.family(config.model_name)
-  if not hasattr(family, 'transcribe'):
-    raise ValueError(f'{workdir} holds a {config.model_name}, not a transcriber (a model with '
-                     '`transcribe`, e.g. onsets_frames)')
-  model = models.create(config)
+  config, family, model, variables = sample_lib.load_run(
+      workdir, step, 'transcribe', 'transcriber (a model with `transcribe`, e.g. onsets_frames)',
+      out)
   mel = sample_lib.wav_mel(config, audio)  # [1, F, n_mels]
-  notes = family.transcribe(model, state_lib.variables(state), mel, onset_threshold,
-                            frame_threshold)[0]
+  notes = family.transcribe(model, variables, mel, onset_threshold, frame_threshold)[0]
   if out is not None:
     partial = f'{out}.partial'
     midi_lib.write_midi(partial, notes)

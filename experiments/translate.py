@@ -21,11 +21,8 @@ import soundfile as sf
 
 from data import audio as audio_lib
 from data import specs
-from experiments import checkpoint
 from experiments import runtime
 from experiments import sample as sample_lib
-from experiments import state as state_lib
-import models
 
 
 def _instrument(name: str, flag: str) -> int:
@@ -46,19 +43,11 @@ def translate(workdir: str, audio: str, to: str, out: str | None = None, source:
     ValueError: an unknown instrument, a run that is not a translator, or an unwritable `out`.
   """
   target, origin = _instrument(to, 'to'), _instrument(source, 'from')
-  if out is not None:
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-      raise ValueError(f'--out={out}: {folder} is not a writable directory')
-  state, config = checkpoint.load(workdir, step, keys=state_lib.VARIABLE_KEYS)
-  family = models.family(config.model_name)
-  if not hasattr(family, 'translate'):
-    raise ValueError(f'{workdir} holds a {config.model_name}, not a translator (a model with '
-                     '`translate`, e.g. umt or blow)')
-  model = models.create(config)
+  config, family, model, variables = sample_lib.load_run(
+      workdir, step, 'translate', 'translator (a model with `translate`, e.g. umt or blow)', out)
   wave = sample_lib.load_prompt(config, audio, seconds)  # [T] at the model's rate
-  y = family.translate(model, state_lib.variables(state), jax.random.fold_in(
-      jax.random.key(seed), 0), wave[None], np.array([origin], np.int32),
+  rng = jax.random.fold_in(jax.random.key(seed), 0)
+  y = family.translate(model, variables, rng, wave[None], np.array([origin], np.int32),
                        np.array([target], np.int32), temperature=temperature)
   y = np.asarray(y[0], np.float32)
   if out is not None:

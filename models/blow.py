@@ -51,7 +51,6 @@ independent draw of the frame density the model learned). Blow does not continue
 
 from collections.abc import Iterator
 import functools
-import math
 
 import flax.linen as nn
 import jax
@@ -64,7 +63,6 @@ from models.layers import flows
 from models.layers import params as params_lib
 from models.layers import vocoding
 
-LOG_BIN, LOG_2PI = flow_vocoder.LOG_BIN, flow_vocoder.LOG_2PI
 KEY = 'instrument'  # the batch key of the domain ids
 FRAMES_PER_PASS = 16  # frames `translate` converts at once (its memory)
 
@@ -290,15 +288,7 @@ def loss(model: Model, variables: dict, batch: dict, rng) -> tuple:
   out = model.apply(variables, frames, ids, method='forward', mutable=mutable or False)
   (z, log_det), state = out if mutable else (out, {})
   sq = jnp.sum(jnp.square(z), axis=1).reshape(b, -1).sum(axis=1)  # [B]
-  log_det = log_det.reshape(b, -1).sum(axis=1)
-  prior = 0.5 * sq / t + 0.5 * LOG_2PI
-  per_row = prior - log_det / t + LOG_BIN
-  mask = jnp.asarray(batch.get('mask', jnp.ones((b,), bool)))
-  rows = jnp.maximum(jnp.sum(mask), 1)
-  mean = lambda v: jnp.sum(jnp.where(mask, v, 0.)) / rows
-  nll = mean(per_row)
-  metrics = {'nll': nll, 'bits_per_sample': nll / math.log(2.), 'log_det': mean(log_det / t),
-             'prior': mean(prior), 'weight': jnp.sum(mask) * t}
+  nll, metrics = flow_vocoder.density(sq, log_det.reshape(b, -1).sum(axis=1), t, batch)
   return nll, metrics, dict(state)
 
 

@@ -142,15 +142,23 @@ def loss(model: MelFlow, variables: dict, batch: dict, rng) -> tuple:
   mutable = [k for k in variables if k != 'params']
   out = model.apply(variables, x, _mel(model, batch), method='forward', mutable=mutable or False)
   (z, log_det), state = out if mutable else (out, {})
-  prior = 0.5 * jnp.sum(jnp.square(z), axis=1) / t + 0.5 * LOG_2PI  # [B]
+  nll, metrics = density(jnp.sum(jnp.square(z), axis=1), log_det, t, batch)
+  return nll, metrics, dict(state)
+
+
+def density(sq: jax.Array, log_det: jax.Array, t: int, batch: dict) -> tuple:
+  """(mean NLL in nats per 16-bit sample, metrics) of rows [B] of |z|^2 and log-determinants
+  over `t` samples each, under a standard Gaussian prior and uniform dequantisation, averaged
+  over the rows that batch['mask'] keeps: 'nll', 'bits_per_sample', 'log_det' and 'prior' in
+  nats per sample, 'weight' the samples averaged over."""
+  prior = 0.5 * sq / t + 0.5 * LOG_2PI  # [B]
   per_row = prior - log_det / t + LOG_BIN
-  mask = batch.get('mask', jnp.ones(x.shape[:1], bool))
+  mask = jnp.asarray(batch.get('mask', jnp.ones(sq.shape[:1], bool)))
   rows = jnp.maximum(jnp.sum(mask), 1)
   mean = lambda v: jnp.sum(jnp.where(mask, v, 0.)) / rows
   nll = mean(per_row)
-  metrics = {'nll': nll, 'bits_per_sample': nll / math.log(2.), 'log_det': mean(log_det / t),
-             'prior': mean(prior), 'weight': jnp.sum(mask) * t}
-  return nll, metrics, dict(state)
+  return nll, {'nll': nll, 'bits_per_sample': nll / math.log(2.), 'log_det': mean(log_det / t),
+               'prior': mean(prior), 'weight': jnp.sum(mask) * t}
 
 
 @functools.partial(jax.jit, static_argnums=0)
