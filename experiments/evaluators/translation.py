@@ -173,12 +173,17 @@ def classify(params: dict, config: ml_collections.ConfigDict, audio: np.ndarray)
 class _Transcriber:
   """A transcriber's run (models/onsets_frames) that scores clips' notes against the score."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, input_config: ml_collections.ConfigDict):
     state, self.config = checkpoint.load(workdir, keys=state_lib.VARIABLE_KEYS)
     self.family = models.family(self.config.model_name)
     if not hasattr(self.family, 'transcribe'):
       raise ValueError(f'transcriber={workdir!r} holds a {self.config.model_name}, not a '
                        'transcriber')
+    grid = lambda c: (specs.sample_rate(c), specs.dataset(c.dataset).hop_length)
+    if grid(self.config.input) != grid(input_config):
+      raise ValueError(f'transcriber={workdir!r} reads audio at (rate, hop) '
+                       f'{grid(self.config.input)}, the translator\'s data '
+                       f'{grid(input_config)}: the score\'s frame labels must be its frames')
     self.model = models.create(self.config)
     self.variables = state_lib.variables(state)
 
@@ -214,7 +219,7 @@ class Evaluator:
       self._clips = paired_clips(config, self.split, self.seconds, self.scores)
       self._classifier = train_classifier(config, self.seconds, self.classifier_steps)
       if self.transcriber_dir:
-        self._transcriber = _Transcriber(self.transcriber_dir)
+        self._transcriber = _Transcriber(self.transcriber_dir, config.input)
     return self._clips
 
   def _score(self, outputs: dict) -> dict:

@@ -16,11 +16,13 @@ from experiments import sample
 from experiments import train
 from experiments import translate
 from experiments.evaluators import translation
+import models
 from tests.conftest import assert_sharded_loss_equals_one_device
 from tests.conftest import config_path
 from tests.conftest import kill_and_resume
 from tests.conftest import metric_over_steps
 from tests.conftest import TEST_DATASET
+from tests.conftest import tiny_onsets_frames
 from tests.conftest import tiny_translator
 from tests.conftest import train_step_of
 
@@ -162,3 +164,24 @@ def test_blow_samples_an_instrument_and_the_umt_refuses(runs, tmp_path):
   umt_dir, _ = runs['umt']
   with pytest.raises(ValueError, match='draws audio from a source recording'):
     sample.sample(umt_dir, 1, 0.1, str(tmp_path / 'umt'), global_id=1)
+
+
+def test_a_transcriber_scores_the_translations_notes(runs, maestro_dir, tmp_path):
+  """With `transcriber` (a 2-step tiny Onsets and Frames on the piano fixture: the same rate
+  and hop), the evaluator adds mir_eval's note F1 of every pair and of the baselines."""
+  c = tiny_onsets_frames(total_steps=2)
+  c.input.update(dataset=TEST_DATASET, manual_dir=maestro_dir,
+                 data_dir=str(tmp_path / 'tfds'), crop_samples=4000)
+  train.train_and_evaluate(c, str(tmp_path / 'of'))
+  _, blow = runs['blow']
+  context = type('Context', (), {'config': blow, 'family': models.family('blow')})()
+  evaluator = translation.Evaluator(context, split='test', seconds=0.25, classifier_steps=20,
+                                    transcriber=str(tmp_path / 'of'))
+  figures = evaluator.baseline()
+  k = len(specs.INSTRUMENTS)
+  f1 = [v for n, v in figures.items() if n.startswith('identity_note_f1/')]
+  assert len(f1) == k * k and all(0 <= v <= 1 or np.isnan(v) for v in f1)
+  assert 'target_note_f1' in figures
+  c.input.dataset = 'sr16000_seg16000_hop250'  # another frame grid: refused in one line
+  with pytest.raises(ValueError, match=r"reads audio at \(rate, hop\)"):
+    translation._Transcriber(str(tmp_path / 'of'), c.input)
