@@ -32,6 +32,7 @@ setuptools.setup(
         'soxr>=1.1.0,<1.2',
         'scipy>=1.17.1,<1.18',
         'pretty_midi>=0.2.11,<0.3',
+        'mido>=1.3.3,<1.4',  # MIDI programs for the optional FluidSynth renderer (data/corpus.py)
         'mir_eval>=0.8,<0.9',  # transcription scores (data/transcription_metrics.py)
         'tensorboardX>=2.6.5,<2.7',
     ],
