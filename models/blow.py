@@ -268,10 +268,7 @@ def loss(model: Model, variables: dict, batch: dict, rng) -> tuple:
   metrics: 'nll' (= loss), 'bits_per_sample', 'log_det' (nats per sample), 'prior' (|z|^2 / 2T
   + log(2 pi) / 2, nats per sample) and 'weight', the samples averaged over.
   """
-  x = jnp.asarray(batch['audio'])
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f"batch['audio'] is {x.dtype}: a flow needs float audio "
-                     "(config.input.encoding='float')")
+  x = flow_vocoder.float_audio(batch)
   b, t = x.shape
   f = model.frame_length(t)
   ids = jnp.repeat(_ids(model, batch, b, f"batch[{KEY!r}]"), t // f)

@@ -73,11 +73,16 @@ def loss(model, variables: dict, batch: dict, nll: Callable) -> tuple:
   out = model.apply(variables, **x)  # [B, T, ...]
   codes = x['codes']
   per_sample = nll(model, out[:, :-1], codes[:, 1:])  # [B, T - 1]: position t predicts t + 1
-  mask = batch.get('mask', jnp.ones(codes.shape[:1], bool))[:, None]
+  return (*code_metrics(per_sample, batch), {})
+
+
+def code_metrics(per_sample: jax.Array, batch: dict) -> tuple:
+  """(mean NLL in nats, {'nll', 'bits_per_sample', 'weight'}) of per-sample NLLs [B, N] over
+  the rows that `batch['mask']` keeps (all without one)."""
+  mask = jnp.asarray(batch.get('mask', jnp.ones(per_sample.shape[:1], bool)))[:, None]
   count = jnp.sum(mask) * per_sample.shape[1]
-  total = jnp.sum(jnp.where(mask, per_sample, 0.))
-  mean = total / jnp.maximum(count, 1)
-  return mean, {'nll': mean, 'bits_per_sample': mean / LOG2, 'weight': count}, {}
+  mean = jnp.sum(jnp.where(mask, per_sample, 0.)) / jnp.maximum(count, 1)
+  return mean, {'nll': mean, 'bits_per_sample': mean / LOG2, 'weight': count}
 
 
 def keep_state(keep: dict | None, cache: dict, x: jax.Array) -> None:

@@ -131,10 +131,7 @@ def loss(model: MelFlow, variables: dict, batch: dict, rng) -> tuple:
   metrics: 'nll' (= loss), 'bits_per_sample', 'log_det' (nats per sample), 'prior' (|z|^2 / 2T
   + log(2 pi) / 2, nats per sample) and 'weight', the samples averaged over.
   """
-  x = jnp.asarray(batch['audio'])
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f"batch['audio'] is {x.dtype}: a flow needs float audio "
-                     "(config.input.encoding='float')")
+  x = float_audio(batch)
   t = x.shape[1]
   model.check_length(t)
   u = 0.5 if rng is None else jax.random.uniform(rng, x.shape)
@@ -144,6 +141,15 @@ def loss(model: MelFlow, variables: dict, batch: dict, rng) -> tuple:
   (z, log_det), state = out if mutable else (out, {})
   nll, metrics = density(jnp.sum(jnp.square(z), axis=1), log_det, t, batch)
   return nll, metrics, dict(state)
+
+
+def float_audio(batch: dict) -> jax.Array:
+  """batch['audio'], which a flow needs as floats (ValueError naming the setting otherwise)."""
+  x = jnp.asarray(batch['audio'])
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"batch['audio'] is {x.dtype}: a flow needs float audio "
+                     "(config.input.encoding='float')")
+  return x
 
 
 def density(sq: jax.Array, log_det: jax.Array, t: int, batch: dict) -> tuple:

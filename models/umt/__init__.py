@@ -137,16 +137,13 @@ def loss(model: Model, variables: dict, batch: dict, rng=None) -> tuple:
                        method='classify')  # [B, K]
   out = decode_rows(model, variables, ids, codes, z)
   per_sample = wavenet.nll(decoder(model), out[:, :-1], codes[:, 1:])  # [B, T - 1]
+  nll, metrics = autoregressive.code_metrics(per_sample, batch)
   mask = jnp.asarray(batch.get('mask', jnp.ones(codes.shape[:1], bool)))
   rows = jnp.maximum(jnp.sum(mask), 1)
-  count = jnp.sum(mask) * per_sample.shape[1]
-  nll = jnp.sum(jnp.where(mask[:, None], per_sample, 0.)) / jnp.maximum(count, 1)
   ce_rows = -jnp.take_along_axis(jax.nn.log_softmax(logits), ids[:, None], axis=1)[:, 0]
   ce = jnp.sum(jnp.where(mask, ce_rows, 0.)) / rows
   right = jnp.sum(jnp.where(mask, jnp.argmax(logits, -1) == ids, False)) / rows
-  metrics = {'nll': nll, 'bits_per_sample': nll / autoregressive.LOG2, 'confusion_ce': ce,
-             'confusion_accuracy': right, 'weight': count}
-  return nll + ce, metrics, {}
+  return nll + ce, {**metrics, 'confusion_ce': ce, 'confusion_accuracy': right}, {}
 
 
 def translate(model: Model, variables: dict, rng: jax.Array, audio, source, target,
