@@ -1,9 +1,42 @@
 """wavegen: waveform-domain music generation in JAX and Flax.
 
 The version ranges are the ones this project was tested with (Python 3.11, CPU, 2026-11).
+
+Installing compiles the WaveNet sampler's CPU kernel (models/wavenet/step_kernel.cc, with the
+XLA FFI headers of the jaxlib that pyproject.toml puts in the build environment). Without a
+C++ compiler the install goes on without it, and the sampler runs its pure-JAX step.
 """
 
+import os
+import runpy
+import shutil
+
 import setuptools
+from setuptools.command import build_ext
+
+_KERNEL = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models',
+                                      'wavenet', 'kernel_build.py'))
+
+
+class _BuildKernel(build_ext.build_ext):
+  """build_ext for the kernel: kernel_build.py's compiler, flags and headers; a failure is a
+  notice, not an error."""
+
+  def build_extension(self, ext):
+    try:
+      cxx = _KERNEL['compiler']()
+      if not shutil.which(cxx):
+        raise RuntimeError(f'{cxx}: no such compiler')
+      ext.include_dirs.append(_KERNEL['include_dir']())
+      ext.extra_compile_args = _KERNEL['flags'](cxx)
+      self.compiler.set_executable('compiler_so', [cxx])
+      self.compiler.set_executable('compiler_so_cxx', [cxx])
+      self.compiler.set_executable('linker_so', [cxx, '-shared'])
+      self.compiler.set_executable('linker_so_cxx', [cxx, '-shared'])
+      super().build_extension(ext)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'wavegen: the WaveNet CPU kernel was not built ({e}); the sampler will use its '
+            'pure-JAX step')
 
 _JAX = 'jax>=0.10.2,<0.11'
 
@@ -16,6 +49,10 @@ setuptools.setup(
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['data', 'data.*', 'experiments', 'experiments.*',
                                                'models', 'models.*']),
+    ext_modules=[setuptools.Extension('models.wavenet.' + _KERNEL['NAME'],
+                                      [os.path.join('models', 'wavenet', 'step_kernel.cc')],
+                                      language='c++', optional=True)],
+    cmdclass={'build_ext': _BuildKernel},
     install_requires=[
         _JAX,
         'flax>=0.12.8,<0.13',

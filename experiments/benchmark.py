@@ -30,7 +30,9 @@ queues or KV caches on lax.scan) of `--config`'s model with random parameters, f
 streams, in samples/s summed over the streams, and the realtime factor at the dataset's sample
 rate (samples/s per stream / rate), each a median over `--repeats` windows with its spread
 (`_range`); and, for a family with one, the naive sampler that recomputes the whole receptive
-field each step, for one stream.
+field each step, for one stream. For WaveNet, `sampler_path` says whether the step ran in the
+CPU kernel (models/wavenet/kernel.py) or in XLA ops; with the kernel, the same figures of the
+pure-JAX step follow in the same run (`sampler_jax_*`) and the ratios (`*_kernel_over_jax`).
 
 --peer_json (train, sampler) reads the reference WaveNet's figures, measured on the same machine
 (experiments/reference_benchmark.py gives the file's form), and reports beside ours its
@@ -406,9 +408,10 @@ def random_model(config) -> tuple:
 
 
 def measure_sampler(config, family, model, variables, samples: list[int],
-                    repeats: int) -> dict:
-  """Samples/s of the family's `generate` (its cached sampler) for 1 and 16 streams, summed
-  over the streams, and as a realtime factor at the dataset's rate."""
+                    repeats: int, name: str = 'sampler', **options) -> dict:
+  """Samples/s of the family's `generate` (its cached sampler; `options` go to it) for 1 and
+  16 streams, summed over the streams, and as a realtime factor at the dataset's rate; the
+  figures' keys start with `name`."""
   if model.conditions:
     raise app.UsageError('the sampler benchmark measures unconditional models; pick such a '
                          '--config')
@@ -417,17 +420,17 @@ def measure_sampler(config, family, model, variables, samples: list[int],
   for streams, n in zip((1, 16), samples):
     def run(streams=streams, n=n):
       for chunk in family.generate(model, variables, jax.random.key(1), n, batch=streams,
-                                   chunk_samples=n):
+                                   chunk_samples=n, **options):
         assert chunk.shape == (streams, n)
 
     run()  # compile
     windows = attention_benchmark.wall_times(run, repeats)
     sps = streams * n / statistics.median(windows)
-    key = f'sampler_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
+    key = f'{name}_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
     out[key] = sps
     out[key + '_range'] = _range(streams * n, windows)
     out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
-    logging.info('%s sampler, %d streams: %.0f samples/s', config.model_name, streams, sps)
+    logging.info('%s %s, %d streams: %.0f samples/s', config.model_name, name, streams, sps)
   return out
 
 
@@ -435,8 +438,17 @@ def bench_sampler() -> dict:
   """`measure_sampler` of --config, and its naive reference sampler where it has one."""
   config = FLAGS.config
   family, model, variables = random_model(config)
-  out = measure_sampler(config, family, model, variables,
-                        [int(n) for n in FLAGS.sampler_samples], FLAGS.repeats)
+  samples = [int(n) for n in FLAGS.sampler_samples]
+  out = measure_sampler(config, family, model, variables, samples, FLAGS.repeats)
+  kernel = getattr(family, 'kernel', None)  # WaveNet's CPU kernel of the sampler's step
+  if kernel is not None:
+    out['sampler_path'] = 'kernel' if kernel.usable(model.dtype) else 'jax'
+  if out.get('sampler_path') == 'kernel':  # the pure-JAX step too, in the same run
+    out.update(measure_sampler(config, family, model, variables, samples, FLAGS.repeats,
+                               name='sampler_jax', kernel=False))
+    for key in [k for k in out if k.startswith('sampler_jax_') and k.endswith('_per_s')]:
+      mine = key.replace('sampler_jax_', 'sampler_')
+      out[mine.replace('samples_per_s', 'kernel_over_jax')] = out[mine] / out[key]
   if not hasattr(family, 'naive_generate'):
     return out
   window = jnp.zeros((1, model.receptive_field), jnp.int32)

@@ -26,6 +26,9 @@ The sampler (`init_cache`, `step`, `sample_codes`) keeps for each layer a ring b
 (k - 1) x dilation inputs (Fast WaveNet, Paine et al. 2016), so a step costs one column of the
 network rather than the receptive field; `naive_generate` recomputes the receptive field and
 serves as the reference for tests and benchmarks. Both are pure functions of the parameters.
+On the CPU the cached sampler's step runs, by default, as one call of a compiled kernel
+(kernel.py, step_kernel.cc: the layers and the head, ~2x faster for 8+ streams); the pure-JAX
+step stays the reference and the path on GPU and TPU, and where the kernel is not built.
 
 The family contract (models/__init__.py): `init`, `loss` (teacher-forced NLL in nats per
 sample, with bits per sample) and `generate` (float audio chunks) below, on the shared code
@@ -34,6 +37,7 @@ machinery of models/layers/autoregressive.py. Conditioning comes from the batch 
 """
 
 from models.layers import autoregressive
+from models.wavenet import kernel  # the sampler's CPU kernel (benchmark.py reports its path)
 from models.wavenet.model import OUTPUTS
 from models.wavenet.model import Model
 from models.wavenet.model import condition

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.layers import autoregressive
 from models.layers import sampling
+from models.wavenet import kernel as step_kernel
 from models.wavenet.model import condition
 from models.wavenet.model import draws
 from models.wavenet.model import gate
@@ -55,7 +56,8 @@ def layer_conditioning(model: Model, p: dict, cond: jax.Array, name: str) -> jax
 def sampler_weights(model: Model, p: dict) -> dict:
   """The parameters rearranged once for `step`: per layer the current tap's kernel [R, 2H], the
   residual and skip kernels side by side [H, R + S] (one matmul), and per dilation group the past
-  taps' kernels [k - 1, G, R, 2H]."""
+  taps' kernels [k - 1, G, R, 2H]; under 'stack', the layers' current-tap and output kernels
+  stacked for the CPU kernel (kernel.py), the last layer's absent residual columns zero."""
   k, r, h2 = model.kernel_size, model.residual_channels, model.gate_channels
   dtype = jnp.dtype(model.dtype)
   conv = [p[f'layer{i}']['conv']['kernel'].reshape(k, r, h2).astype(dtype)
@@ -71,6 +73,11 @@ def sampler_weights(model: Model, p: dict) -> dict:
   w = {'stem': p['stem'], 'layers': layers, 'head_hidden': p['head_hidden'],
        'head_out': p['head_out'],
        'past': [jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)]}
+  pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(r + model.skip_channels - a.shape[-1], 0)])
+  w['stack'] = {'conv': jnp.stack([c.reshape(k * r, h2) for c in conv]),  # [L, kR, 2H]
+                'bias': jnp.stack([lw['bias'] for lw in layers])[:, None],  # [L, 1, 2H]
+                'out': jnp.stack([pad(lw['out']) for lw in layers]),
+                'out_bias': jnp.stack([pad(lw['out_bias']) for lw in layers])}
   if model.local_features:
     w['local'] = {n: jnp.stack([p[f'layer{i}']['local'][n].reshape(-1, h2)
                                 for i in range(model.num_layers)], -2)
@@ -79,10 +86,11 @@ def sampler_weights(model: Model, p: dict) -> dict:
 
 
 def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array | None,
-          pre: dict | None = None) -> tuple[jax.Array, dict]:
+          pre: dict | None = None, kernel: bool = False) -> tuple[jax.Array, dict]:
   """`step` on the weights of `sampler_weights`. `pre` maps a dilation group's index to its
   layers' past taps through their kernels at this step, [G, B, 2H], where the caller computed
-  them ahead; the other groups read their buffers."""
+  them ahead; the other groups read their buffers. `kernel`: run the residual layers as one
+  call of the CPU kernel (kernel.py) rather than as XLA ops."""
   k, t, dtype = model.kernel_size, cache['t'], jnp.dtype(model.dtype)
   r, h, b = model.residual_channels, model.gate_channels // 2, codes.shape[0]
   codes = codes.astype(jnp.int32)
@@ -96,27 +104,38 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
     emb = [v[:, j, None] * ws[j, 0] for j in range(k)]
   x = (sum(emb) + w['stem']['bias']).astype(dtype)  # [B, R]
   groups, pre = _groups(model), dict(pre or {})
-  ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]
-  for g, ((d, ix), buf, wp) in enumerate(zip(groups, cache['bufs'], w['past'])):
-    if g not in pre:
-      taps = jnp.stack([jax.lax.dynamic_index_in_dim(buf, (t - m * d) % buf.shape[0], 0, False)
-                        for m in range(k - 1, 0, -1)])  # [k - 1, G, B, R]
-      pre[g] = jnp.einsum('jgbr,jgrh->gbh', taps, wp)  # [G, B, 2H]
-    for s, i in enumerate(ix):
-      ahead[i] = pre[g][s]
   if cond is not None:
     cond = cond.reshape(b, model.num_layers, 2 * h)
-  inputs, skips = [], 0.
-  for i, lw in enumerate(w['layers']):
-    inputs.append(x)
-    y = x @ lw['cur'] + ahead[i] + lw['bias']  # [B, 2H]
-    if cond is not None:
-      y = y + cond[:, i]
-    z = gate(y.reshape(b, 2, h))  # [B, H]
-    o = z @ lw['out'] + lw['out_bias']  # [B, R + S], or [B, S] for the last layer
-    if o.shape[-1] > model.skip_channels:
-      x, o = x + o[:, :r], o[:, r:]
-    skips = skips + o
+  if kernel:  # the layers and the head in one call, which also writes the buffers
+    st = w['stack']
+    offsets = st['bias'] if cond is None else st['bias'] + jnp.moveaxis(cond, 1, 0)
+    where = {i: (g, s, d) for g, (d, ix) in enumerate(groups) for s, i in enumerate(ix)}
+    group, slot, dil = zip(*(where.get(i, (-1, 0, 0)) for i in range(model.num_layers)))
+    out, bufs = step_kernel.step(x, offsets, st['conv'], st['out'], st['out_bias'],
+                                 w['head_hidden'], w['head_out'], t, cache['bufs'], group,
+                                 slot, dil)
+    return out, {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}
+  else:
+    ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]
+    for g, ((d, ix), buf, wp) in enumerate(zip(groups, cache['bufs'], w['past'])):
+      if g not in pre:
+        taps = jnp.stack([jax.lax.dynamic_index_in_dim(buf, (t - m * d) % buf.shape[0], 0,
+                                                       False)
+                          for m in range(k - 1, 0, -1)])  # [k - 1, G, B, R]
+        pre[g] = jnp.einsum('jgbr,jgrh->gbh', taps, wp)  # [G, B, 2H]
+      for s, i in enumerate(ix):
+        ahead[i] = pre[g][s]
+    inputs, skips = [], 0.
+    for i, lw in enumerate(w['layers']):
+      inputs.append(x)
+      y = x @ lw['cur'] + ahead[i] + lw['bias']  # [B, 2H]
+      if cond is not None:
+        y = y + cond[:, i]
+      z = gate(y.reshape(b, 2, h))  # [B, H]
+      o = z @ lw['out'] + lw['out_bias']  # [B, R + S], or [B, S] for the last layer
+      if o.shape[-1] > model.skip_channels:
+        x, o = x + o[:, :r], o[:, r:]
+      skips = skips + o
   bufs = [jax.lax.dynamic_update_index_in_dim(buf, jnp.stack([inputs[i] for i in ix]),
                                               t % buf.shape[0], 0)
           for (d, ix), buf in zip(groups, cache['bufs'])]
@@ -125,14 +144,17 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
 
 
 def step(model: Model, p: dict, cache: dict, codes: jax.Array,
-         cond: jax.Array | None = None) -> tuple[jax.Array, dict]:
+         cond: jax.Array | None = None, kernel: bool | None = None) -> tuple[jax.Array, dict]:
   """One sample: the input codes [B] at position cache['t'] -> (output [B, Q or 3M], cache).
 
   `p` is the nested parameter dict (`unboxed_params`). `cond` [B, L, 2, H] is the sum of the
   layers' global and local gate offsets at this position (see `layer_conditioning`), or None for
-  an unconditional model.
+  an unconditional model. `kernel`: run the layers in the CPU kernel (kernel.py); default where
+  it is usable (built, float32, on the CPU).
   """
-  return _step(model, sampler_weights(model, p), cache, codes, cond)
+  if kernel is None:
+    kernel = step_kernel.usable(model.dtype)
+  return _step(model, sampler_weights(model, p), cache, codes, cond, kernel=kernel)
 
 
 # Steps per inner loop of `_run`, by the streams in the loop: one stream runs 15-20% faster in
@@ -149,10 +171,12 @@ def _stream_draws(model: Model, rng: jax.Array, t: jax.Array, streams: jax.Array
   return jax.vmap(jax.vmap(one, (None, 0)), (0, None))(t, streams)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=(2,))
+@functools.partial(jax.jit, static_argnums=(0, 6), static_argnames=('kernel',),
+                   donate_argnums=(2,))
 def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
          temperature: jax.Array, n: int, forced: jax.Array | None, gproj: jax.Array | None,
-         local: jax.Array | None, local_offset: jax.Array, stream0: jax.Array):
+         local: jax.Array | None, local_offset: jax.Array, stream0: jax.Array, *,
+         kernel: bool):
   """n steps of streams stream0 + [0, B) from their input codes x [B].
 
   `forced` [B, n] replaces the sampled codes (a prompt); `gproj` [B, L, 2, H] and `local`
@@ -160,12 +184,14 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
   `local_offset`. The steps run in blocks (`_BLOCK` steps; `_BLOCK_ONE_STREAM` for one
   stream): a block draws its random numbers at once, and takes the past taps of each dilation
   >= its length, which all precede the block, through their kernels in one matmul, leaving per
-  step only the taps of the short dilations.
+  step only the taps of the short dilations. `kernel`: the layers in the CPU kernel.
   """
   k, b, groups = model.kernel_size, x.shape[0], _groups(model)
   if gproj is not None:  # constant in time: joins the biases
     w = dict(w, layers=[dict(lw, bias=lw['bias'] + gproj[:, i].reshape(b, -1))
                         for i, lw in enumerate(w['layers'])])
+    w['stack'] = dict(w['stack'], bias=w['stack']['bias'] +
+                      jnp.moveaxis(gproj.reshape(b, model.num_layers, -1), 1, 0))
   if local is not None:  # this chunk's frames, projected once per layer
     hop, last = model.hop_length, local.shape[1] - 1
     nf = n // hop + 2
@@ -181,7 +207,7 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
     if local is not None:
       f = jnp.minimum((cache['t'] + 1) // hop - local_offset, last)
       cond = jax.lax.dynamic_index_in_dim(lproj, f - f0, axis=1, keepdims=False)  # [B, L, 2H]
-    out, cache = _step(model, w, cache, x, cond, xs['pre'])
+    out, cache = _step(model, w, cache, x, cond, xs['pre'], kernel)
     if forced is None:
       x = sample_from_draws(model, xs['draws'], out, temperature)
     else:
@@ -192,7 +218,7 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
     t, s = carry[0]['t'], jnp.arange(length)
     pre = {}
     for g, ((d, _), buf, wp) in enumerate(zip(groups, carry[0]['bufs'], w['past'])):
-      if d >= length:
+      if d >= length and not kernel:  # the kernel reads every tap itself
         taps = jnp.stack([buf[(t + s - m * d) % buf.shape[0]]
                           for m in range(k - 1, 0, -1)])  # [k - 1, S, G, B, R]
         pre[g] = jnp.einsum('jsgbr,jgrh->sgbh', taps, wp)  # [S, G, B, 2H]
@@ -235,7 +261,7 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
                  local: np.ndarray | None = None, local_offset: int = 0,
                  global_ids: np.ndarray | None = None, temperature: float = 1.0,
                  chunk_samples: int = 16000, first_stream: int = 0, resume: dict | None = None,
-                 keep: dict | None = None) -> Iterator[np.ndarray]:
+                 keep: dict | None = None, kernel: bool | None = None) -> Iterator[np.ndarray]:
   """Yields `num_samples` new codes per stream as host chunks [B, <= chunk_samples]; the
   family's `generate` decodes them to audio.
 
@@ -259,6 +285,8 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
     resume, keep: a saved state {'cache', 'x'} to continue from (instead of a prompt), and a
       dict that receives the state before the first chunk and after each
       (layers/autoregressive.keep_state); either runs the streams in one host thread.
+    kernel: step the layers in the CPU kernel (kernel.py) or in XLA ops; by default the
+      kernel wherever it is usable (built, float32, on the CPU).
   """
   if prompt is None:
     prompt = np.full((batch if resume is None else resume['x'].shape[0], 1),
@@ -277,6 +305,7 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
       jnp.asarray(global_ids, jnp.int32) if model.num_global else None,
       jnp.asarray(local, jnp.float32) if model.local_features else None)
   temperature = jnp.float32(temperature)
+  kernel = step_kernel.usable(model.dtype) if kernel is None else kernel
 
   def part(lo, hi):  # the chunks of streams [lo, hi)
     cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [
@@ -285,13 +314,14 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
       cache, x = init_cache(model, hi - lo), jnp.asarray(prompt[lo:hi, 0])
       for s in range(1, prompt.shape[1], chunk_samples):  # teacher-force the prompt
         forced = jnp.asarray(prompt[lo:hi, s:s + chunk_samples])
-        cache, x, _ = _run(model, w, cache, x, rng, temperature, forced.shape[1], forced, *cond)
+        cache, x, _ = _run(model, w, cache, x, rng, temperature, forced.shape[1], forced, *cond,
+                           kernel=kernel)
     else:
       cache, x = resume['cache'], resume['x']
     autoregressive.keep_state(keep, cache, x)
     for s in range(0, num_samples, chunk_samples):
       n = min(chunk_samples, num_samples - s)
-      cache, x, codes = _run(model, w, cache, x, rng, temperature, n, None, *cond)
+      cache, x, codes = _run(model, w, cache, x, rng, temperature, n, None, *cond, kernel=kernel)
       autoregressive.keep_state(keep, cache, x)
       yield np.asarray(codes)
 

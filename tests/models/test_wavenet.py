@@ -9,6 +9,7 @@ import pytest
 
 from models import wavenet
 from models.layers import sampling
+from models.wavenet import kernel as step_kernel
 
 # Dilations 1, 2, 4, 8, 16, 1: the sampler's blocks of several streams (wavenet.sampler._BLOCK =
 # 16 steps) take the 16 from a whole block at once and the rest step by step; a lone stream's
@@ -16,6 +17,17 @@ from models.layers import sampling
 SMALL = dict(num_classes=32, residual_channels=16, gate_channels=32, skip_channels=16,
              num_layers=6, dilation_cycle=5, num_mixtures=4)
 HOP = 7  # samples per conditioning frame
+# The sampler's step runs in the CPU kernel (models/wavenet/kernel.py) or in XLA ops; the
+# contract holds for both. The kernel is built when the package is installed with a compiler.
+PATHS = {'jax': False, 'kernel': True}
+
+
+def _path(name):
+  """`kernel=` of the path `name`, failing when the kernel should be there and is not."""
+  if PATHS[name] and not step_kernel.available():
+    pytest.fail('the WaveNet step kernel is not built: pip install -e . (with a C++ compiler) '
+                'or python -m models.wavenet.kernel_build')
+  return PATHS[name]
 
 
 def _setup(batch=2, length=50, **kw):
@@ -75,11 +87,14 @@ CONFIGS = {
     'softmax+conditioning': dict(num_global=3, local_features=5, hop_length=HOP),
     'gaussian+mel': dict(output='gaussian', local_features=5, hop_length=HOP),
     'kernel3': dict(kernel_size=3, num_layers=4, dilation_cycle=3),
+    'kernel1': dict(kernel_size=1, num_layers=3),  # no past taps: no queues
 }
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('config', CONFIGS.values(), ids=CONFIGS.keys())
-def test_step_matches_layer(config):
+def test_step_matches_layer(config, path):
+  kernel = _path(path)
   m, v, codes, local, gids = _setup(length=300, **config)
   p = wavenet.unboxed_params(m, v)
   ref = m.apply(v, codes, local, gids)  # [B, T, Q or 3M]
@@ -96,7 +111,7 @@ def test_step_matches_layer(config):
   def run(codes, cond):
     def body(cache, xs):
       x, c = xs
-      return wavenet.step(m, p, cache, x, c if has_cond else None)[::-1]
+      return wavenet.step(m, p, cache, x, c if has_cond else None, kernel=kernel)[::-1]
     _, out = jax.lax.scan(body, wavenet.init_cache(m, codes.shape[0]),
                           (codes.T, jnp.moveaxis(cond, 1, 0)))
     return jnp.moveaxis(out, 0, 1)
@@ -104,25 +119,28 @@ def test_step_matches_layer(config):
   np.testing.assert_allclose(run(codes, cond), ref, rtol=1e-5, atol=1e-5)
 
 
+
 def _generate(m, v, rng, n, **kw):
   return np.concatenate(list(wavenet.sample_codes(m, v, rng, n, **kw)), axis=1)
 
 
-def test_sample_codes_at_zero_temperature_is_argmax_of_the_parallel_forward():
+@pytest.mark.parametrize('path', PATHS)
+def test_sample_codes_at_zero_temperature_is_argmax_of_the_parallel_forward(path):
   m, v, codes, local, gids = _setup(length=64, **CONFIGS['softmax+conditioning'])
   prompt = np.asarray(codes[:, :21])  # teacher-forced over two chunks
   new = _generate(m, v, jax.random.key(5), 40, prompt=prompt, local=local, global_ids=gids,
-                  temperature=0., chunk_samples=10)
+                  temperature=0., chunk_samples=10, kernel=_path(path))
   assert new.shape == (2, 40) and new.dtype == np.int32
   out = m.apply(v, jnp.concatenate([prompt, new], axis=1), local, gids)
   np.testing.assert_array_equal(new, np.argmax(out[:, 20:-1], axis=-1))
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('config', ['softmax', 'mixture+conditioning', 'gaussian+mel'])
-def test_sample_codes_does_not_depend_on_chunks_or_threads(config, monkeypatch):
+def test_sample_codes_does_not_depend_on_chunks_or_threads(config, path, monkeypatch):
   # Lengths chosen for few distinct compiled shapes: 14 forced and 42 new codes.
   m, v, codes, local, gids = _setup(length=64, **CONFIGS[config])
-  kw = dict(prompt=np.asarray(codes[:, :15]), local=local, global_ids=gids)
+  kw = dict(prompt=np.asarray(codes[:, :15]), local=local, global_ids=gids, kernel=_path(path))
   a = _generate(m, v, jax.random.key(7), 42, chunk_samples=7, **kw)
   b = _generate(m, v, jax.random.key(7), 42, chunk_samples=50, **kw)
   monkeypatch.setattr(sampling, 'host_parts', lambda b: [(0, b)])  # all streams in one program
@@ -134,15 +152,17 @@ def test_sample_codes_does_not_depend_on_chunks_or_threads(config, monkeypatch):
   assert not np.array_equal(a, _generate(m, v, jax.random.key(8), 42, chunk_samples=50, **kw))
 
 
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('batch,cycle', [(2, 5), (1, 7)])
-def test_naive_generate_matches_sample_codes(batch, cycle):
+def test_naive_generate_matches_sample_codes(batch, cycle, path):
   # A prompt as long as the receptive field leaves no zero padding in either sampler's view, so
   # both see the same context and draw the same random numbers: the codes agree exactly. One
   # stream with dilations 1 .. 32 runs the lone stream's blocks, which take dilation 32 at once.
   m = wavenet.Model(**{**SMALL, 'dilation_cycle': cycle})
   m, v, codes, _, _ = _setup(batch=batch, length=m.receptive_field, dilation_cycle=cycle)
   naive = wavenet.naive_generate(m, v, jax.random.key(9), 40, codes)
-  cached = _generate(m, v, jax.random.key(9), 40, prompt=np.asarray(codes), chunk_samples=16)
+  cached = _generate(m, v, jax.random.key(9), 40, prompt=np.asarray(codes), chunk_samples=16,
+                     kernel=_path(path))
   np.testing.assert_array_equal(naive, cached)
 
 

@@ -1,0 +1,261 @@
+// The WaveNet sampler's step on the CPU, from the stem's output to the head's, as one XLA
+// FFI call.
+//
+// XLA:CPU runs the pure-JAX step (models/wavenet/sampler.py) as ~180 small kernels per sample;
+// this replaces those of the residual layers and the head with one call. It is the same
+// arithmetic: per layer i of dilation d, with its input x and the kernel's taps j = 0 .. k - 1
+// (tap j sees the layer's input k - 1 - j dilations back, tap k - 1 the current one),
+//   y = offsets_i + [x(t - (k - 1) d), ..., x(t - d), x] conv_i
+//   z = tanh(y_filter) * sigmoid(y_gate);  o = z out_i + out_b_i
+//   x += o[:R] (not after the last layer);  skips += o[R:]
+// then output = relu(relu(skips) head_w1 + head_b1) head_w2 + head_b2. The past inputs come
+// from the sampler's ring buffers, one per dilation group, and each layer's input is written
+// to its buffer at row t mod (k - 1) d, in place (the buffers are results aliased to the
+// arguments).
+//
+// Arguments (float32 unless said, row-major):
+//   x        [B, R]             the stem's output
+//   offsets  [L, B or 1, 2H]    conv bias plus conditioning per layer
+//   conv     [L, k R, 2H]       the dilated convolutions' kernels, tap by tap
+//   out      [L, H, R + S]      residual and skip kernels side by side (the last layer's
+//                               residual columns are ignored)
+//   out_b    [L, R + S]         their biases
+//   head_w1  [S, S2], head_b1 [S2], head_w2 [S2, Q], head_b2 [Q]
+//   t        [] int32           the step's position
+//   bufs...  [(k - 1) d, G, B, R] per dilation group: the inputs of its G layers, ring by time
+// Attributes (int64 [L]): group (each layer's buffer; unused when k = 1), slot (its place
+// among the group's G layers), dilation.
+// Results: the output [B, Q], then the buffers (aliased to bufs).
+//
+// Built by setup.py (models/wavenet/kernel.py says how, and loads it).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;  // AVX2, or two NEON/SSE registers
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Vec Load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
+
+// c[0:M, 0:NV lanes] += a[0:M, 0:K] w[0:K, 0:NV lanes]; the accumulators stay in registers.
+template <int M, int NV>
+inline void Tile(const float* a, int64_t lda, const float* w, int64_t ldw, float* c,
+                 int64_t ldc, int64_t k_len) {
+  Vec acc[M][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[m][v] = Load(c + m * ldc + v * kLanes);
+  for (int64_t k = 0; k < k_len; ++k) {
+    Vec wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = Load(w + k * ldw + v * kLanes);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      const float s = a[m * lda + k];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[m][v] += s * wv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) Store(c + m * ldc + v * kLanes, acc[m][v]);
+}
+
+// Rows [0, M) of c += a w over all columns [0, n): tiles of 2 vectors, then 1, then scalars.
+template <int M>
+void Rows(const float* a, int64_t lda, const float* w, int64_t ldw, float* c, int64_t ldc,
+          int64_t k_len, int64_t n) {
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= n; j += 2 * kLanes) Tile<M, 2>(a, lda, w + j, ldw, c + j, ldc, k_len);
+  for (; j + kLanes <= n; j += kLanes) Tile<M, 1>(a, lda, w + j, ldw, c + j, ldc, k_len);
+  for (; j < n; ++j)
+    for (int m = 0; m < M; ++m) {
+      float s = c[m * ldc + j];
+      for (int64_t k = 0; k < k_len; ++k) s += a[m * lda + k] * w[k * ldw + j];
+      c[m * ldc + j] = s;
+    }
+}
+
+// c[M, N] += a[M, K] w[K, N], with leading dimensions (row strides) lda, ldw, ldc.
+void Gemm(const float* a, int64_t lda, const float* w, int64_t ldw, float* c, int64_t ldc,
+          int64_t rows, int64_t k_len, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= rows; i += 8) Rows<8>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n);
+  if (i + 4 <= rows) Rows<4>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n), i += 4;
+  if (i + 2 <= rows) Rows<2>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n), i += 2;
+  if (i < rows) Rows<1>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n);
+}
+
+// exp(x) for x in [-87, 88] (clamped) to ~2 ulp, written so that the compiler vectorises it:
+// x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7, times 2^k. k is
+// rounded by adding and subtracting 1.5 * 2^23 (round to nearest, as the FPU does by default).
+inline float Exp(float x) {
+  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+  const float k = (x * 1.44269504f + 12582912.f) - 12582912.f;
+  const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;  // ln 2 in two parts
+  float p = 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  return p * __builtin_bit_cast(float, (static_cast<int32_t>(k) + 127) << 23);
+}
+
+inline float Sigmoid(float x) { return 1.f / (1.f + Exp(-x)); }
+
+// z[h] = tanh(y[h]) * sigmoid(y[H + h]) for one row; tanh(x) = 2 sigmoid(2x) - 1.
+// Not inlined: inlined into Run, GCC 12 leaves its loop scalar (16x slower).
+__attribute__((noinline)) void Gate(const float* __restrict y, float* __restrict z, int64_t h_len) {
+  for (int64_t h = 0; h < h_len; ++h)
+    z[h] = (2.f * Sigmoid(2.f * y[h]) - 1.f) * Sigmoid(y[h_len + h]);
+}
+
+struct Dims {
+  int64_t b, r, l, h2, s, s2, q, k, offset_rows;
+};
+
+// The step on raw arrays (shapes as at the top of this file). taps[i * (k - 1) + j] is layer
+// i's input at the time of its past tap j and rows[i] where its current input goes, [B, R].
+void Run(const Dims& d, const float* x_in, const float* offsets, const float* conv,
+         const float* out, const float* out_b, const float* w1, const float* b1,
+         const float* w2, const float* b2, const float* const* taps, float* const* rows,
+         float* output) {
+  const int64_t b = d.b, r = d.r, h2 = d.h2, h = h2 / 2, s = d.s, kr = d.k * r;
+  thread_local std::vector<float> scratch;
+  scratch.resize(b * (kr + h2 + h + r + s + d.s2 + s));
+  float *a = scratch.data(), *y = a + b * kr, *z = y + b * h2, *o = z + b * h,
+        *hid = o + b * (r + s), *skip_sum = hid + b * d.s2;
+  float* x = a + (d.k - 1) * r;  // row j of the current input: a[j * kr + (k - 1) r ...]
+  for (int64_t j = 0; j < b; ++j) std::memcpy(x + j * kr, x_in + j * r, sizeof(float) * r);
+  std::fill(skip_sum, skip_sum + b * s, 0.f);
+  for (int64_t i = 0; i < d.l; ++i) {
+    const bool last = i == d.l - 1;
+    for (int64_t m = 0; m < d.k - 1; ++m)  // the past taps beside the current input
+      for (int64_t j = 0; j < b; ++j)
+        std::memcpy(a + j * kr + m * r, taps[i * (d.k - 1) + m] + j * r, sizeof(float) * r);
+    for (int64_t j = 0; j < b; ++j) {
+      std::memcpy(rows[i] + j * r, x + j * kr, sizeof(float) * r);  // taps read: overwrite
+      std::memcpy(y + j * h2, offsets + (i * d.offset_rows + (d.offset_rows > 1 ? j : 0)) * h2,
+                  sizeof(float) * h2);
+    }
+    Gemm(a, kr, conv + i * kr * h2, h2, y, h2, b, kr, h2);
+    for (int64_t j = 0; j < b; ++j) Gate(y + j * h2, z + j * h, h);
+    const int64_t lo = last ? r : 0;  // the last layer's residual output is never read
+    const float* ob = out_b + i * (r + s);
+    for (int64_t j = 0; j < b; ++j)
+      std::memcpy(o + j * (r + s) + lo, ob + lo, sizeof(float) * (r + s - lo));
+    Gemm(z, h, out + i * h * (r + s) + lo, r + s, o + lo, r + s, b, h, r + s - lo);
+    for (int64_t j = 0; j < b; ++j) {
+      float *xj = x + j * kr, *oj = o + j * (r + s), *sj = skip_sum + j * s;
+      if (!last)
+        for (int64_t c = 0; c < r; ++c) xj[c] += oj[c];
+      for (int64_t c = 0; c < s; ++c) sj[c] += oj[r + c];
+    }
+  }
+  // The head: relu, 1x1, relu, 1x1.
+  for (int64_t j = 0; j < b * s; ++j) skip_sum[j] = std::max(skip_sum[j], 0.f);
+  for (int64_t j = 0; j < b; ++j) std::memcpy(hid + j * d.s2, b1, sizeof(float) * d.s2);
+  Gemm(skip_sum, s, w1, d.s2, hid, d.s2, b, s, d.s2);
+  for (int64_t j = 0; j < b * d.s2; ++j) hid[j] = std::max(hid[j], 0.f);
+  for (int64_t j = 0; j < b; ++j) std::memcpy(output + j * d.q, b2, sizeof(float) * d.q);
+  Gemm(hid, d.s2, w2, d.q, output, d.q, b, d.s2, d.q);
+}
+
+ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
+                ffi::Buffer<ffi::F32> conv, ffi::Buffer<ffi::F32> out,
+                ffi::Buffer<ffi::F32> out_b, ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> b1,
+                ffi::Buffer<ffi::F32> w2, ffi::Buffer<ffi::F32> b2, ffi::Buffer<ffi::S32> t_buf,
+                ffi::RemainingArgs, ffi::Span<const int64_t> group,
+                ffi::Span<const int64_t> slot, ffi::Span<const int64_t> dilation,
+                ffi::ResultBuffer<ffi::F32> output, ffi::RemainingRets bufs) {
+  const auto xd = x.dimensions(), fd = offsets.dimensions(), cd = conv.dimensions(),
+             od = out.dimensions(), w1d = w1.dimensions(), w2d = w2.dimensions();
+  if (xd.size() != 2 || fd.size() != 3 || cd.size() != 3 || od.size() != 3 || w1d.size() != 2 ||
+      w2d.size() != 2 || t_buf.element_count() != 1)
+    return ffi::Error::InvalidArgument("wavenet step: operand ranks");
+  Dims d{xd[0], xd[1], fd[0], fd[2], w1d[0], w1d[1], w2d[1], cd[1] / xd[1], fd[1]};
+  if ((d.offset_rows != 1 && d.offset_rows != d.b) || cd[0] != d.l || cd[1] != d.k * d.r ||
+      cd[2] != d.h2 || d.h2 % 2 != 0 || od[0] != d.l || od[1] != d.h2 / 2 ||
+      od[2] != d.r + d.s || out_b.element_count() != static_cast<size_t>(d.l * (d.r + d.s)) ||
+      b1.element_count() != static_cast<size_t>(d.s2) || w2d[0] != d.s2 ||
+      b2.element_count() != static_cast<size_t>(d.q) ||
+      group.size() != static_cast<size_t>(d.l) || slot.size() != group.size() ||
+      dilation.size() != group.size())
+    return ffi::Error::InvalidArgument("wavenet step: inconsistent shapes");
+  const int64_t t = t_buf.typed_data()[0];
+  std::vector<const float*> taps(d.l * (d.k - 1));
+  std::vector<float*> rows(d.l);
+  std::vector<float> discard(d.k == 1 ? d.b * d.r : 0);  // k = 1: no buffers, nothing kept
+  for (int64_t i = 0; i < d.l; ++i) {
+    if (d.k == 1) {
+      rows[i] = discard.data();
+      continue;
+    }
+    auto buf = bufs.get<ffi::Buffer<ffi::F32>>(group[i]);
+    if (group[i] < 0 || !buf.has_value())
+      return ffi::Error::InvalidArgument("wavenet step: a layer without its buffer");
+    const auto bd = (*buf)->dimensions();
+    const int64_t ring = (d.k - 1) * dilation[i];
+    if (bd.size() != 4 || bd[0] != ring || slot[i] < 0 || slot[i] >= bd[1] || bd[2] != d.b ||
+        bd[3] != d.r)
+      return ffi::Error::InvalidArgument("wavenet step: a buffer of the wrong shape");
+    float* data = (*buf)->typed_data();
+    for (int64_t j = 0; j < d.k - 1; ++j) {
+      const int64_t row = ((t - (d.k - 1 - j) * dilation[i]) % ring + ring) % ring;
+      taps[i * (d.k - 1) + j] = data + (row * bd[1] + slot[i]) * d.b * d.r;
+    }
+    rows[i] = data + ((t % ring) * bd[1] + slot[i]) * d.b * d.r;
+  }
+  Run(d, x.typed_data(), offsets.typed_data(), conv.typed_data(), out.typed_data(),
+      out_b.typed_data(), w1.typed_data(), b1.typed_data(), w2.typed_data(), b2.typed_data(),
+      taps.data(), rows.data(), output->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// The operands' layout above; kernel.py refuses a library whose number differs from its own.
+extern "C" int WavegenWavenetStepAbi() { return 1; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(WavegenWavenetStep, Step,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // offsets
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // conv
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // out
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // out_b
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // head_w1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // head_b1
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // head_w2
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // head_b2
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // t
+                                  .RemainingArgs()               // the buffers (aliased)
+                                  .Attr<ffi::Span<const int64_t>>("group")
+                                  .Attr<ffi::Span<const int64_t>>("slot")
+                                  .Attr<ffi::Span<const int64_t>>("dilation")
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // output
+                                  .RemainingRets());             // the buffers, updated

@@ -1,0 +1,105 @@
+"""The WaveNet sampler's CPU kernel (models/wavenet/kernel.py, step_kernel.cc): built by the
+install, the same state as the pure-JAX step, and the fallback when it is missing or stale.
+The step-vs-layer and sampler contracts run on both paths in test_wavenet.py."""
+
+import ctypes
+import logging
+import shutil
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models import wavenet
+from models.wavenet import kernel as step_kernel
+from models.wavenet import kernel_build
+
+HAS_COMPILER = bool(shutil.which('c++') or shutil.which('g++'))
+
+
+@pytest.fixture
+def fresh_kernel_state(monkeypatch):
+  """`available` forgets its answer before and after the test (monkeypatch undoes the rest)."""
+  step_kernel.available.cache_clear()
+  yield monkeypatch
+  step_kernel.available.cache_clear()
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler: the install builds no kernel')
+def test_the_install_built_the_kernel():
+  assert step_kernel.available(), 'pip install -e . should have built ' + kernel_build.LIBRARY
+  assert step_kernel.usable(jnp.float32)
+  assert not step_kernel.usable(jnp.bfloat16)  # float32 only: bfloat16 models step in JAX
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler')
+def test_kernel_leaves_the_same_queues_as_the_jax_step():
+  # kernel_size 3 (two past taps per layer), global conditioning; 40 steps wrap every ring.
+  m = wavenet.Model(num_classes=32, residual_channels=16, gate_channels=32, skip_channels=16,
+                    num_layers=5, dilation_cycle=3, kernel_size=3, num_global=2)
+  codes = jax.random.randint(jax.random.key(1), (3, 40), 0, m.num_classes)
+  gids = jnp.array([0, 1, 1])
+  v = m.init(jax.random.key(0), codes[:, :8], None, gids)
+  p = wavenet.unboxed_params(m, v)
+  cond = wavenet.layer_conditioning(m, p, p['global_embed'][gids], 'global')
+
+  def run(kernel):
+    body = lambda cache, x: wavenet.step(m, p, cache, x, cond, kernel=kernel)[::-1]
+    return jax.jit(lambda c: jax.lax.scan(body, wavenet.init_cache(m, 3), c.T))(codes)
+
+  (cache_k, out_k), (cache_j, out_j) = run(True), run(False)
+  np.testing.assert_allclose(out_k, out_j, rtol=1e-5, atol=1e-5)
+  assert int(cache_k['t']) == int(cache_j['t']) == 40
+  for a, b in zip(cache_k['bufs'], cache_j['bufs'], strict=True):
+    assert a.shape == b.shape and np.abs(np.asarray(b)).max() > 0
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_missing_kernel_falls_back_to_jax_with_one_notice(fresh_kernel_state, tmp_path,
+                                                            caplog):
+  caplog.set_level(logging.WARNING)
+  fresh_kernel_state.setattr(kernel_build, 'LIBRARY', str(tmp_path / 'absent.so'))
+  m = wavenet.Model(num_classes=16, residual_channels=8, gate_channels=16, skip_channels=8,
+                    num_layers=3, dilation_cycle=3)
+  v = m.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  codes = np.concatenate(list(wavenet.sample_codes(m, v, jax.random.key(1), 20, batch=2)), 1)
+  assert not step_kernel.usable(jnp.float32)
+  notices = [r.getMessage() for r in caplog.records if 'step kernel' in r.getMessage()]
+  assert len(notices) == 1 and 'absent.so' in notices[0] and 'pure-JAX' in notices[0]
+  with pytest.raises(RuntimeError, match='not built'):
+    step_kernel.step(*[None] * 12)
+  # The fallback draws what the pure-JAX path draws.
+  step_kernel.available.cache_clear()
+  fresh_kernel_state.undo()
+  want = wavenet.sample_codes(m, v, jax.random.key(1), 20, batch=2, kernel=False)
+  np.testing.assert_array_equal(codes, np.concatenate(list(want), 1))
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler')
+def test_a_stale_kernel_is_refused(fresh_kernel_state, tmp_path, caplog):
+  caplog.set_level(logging.WARNING)
+  src, lib = tmp_path / 'stale.cc', tmp_path / 'stale.so'
+  src.write_text('extern "C" int WavegenWavenetStepAbi() { return 0; }\n')
+  subprocess.run([kernel_build.compiler(), '-shared', '-fPIC', str(src), '-o', str(lib)],
+                 check=True)
+  fresh_kernel_state.setattr(kernel_build, 'LIBRARY', str(lib))
+  assert not step_kernel.available()
+  assert any('stale' in r.getMessage() and 'interface 0, expected 1' in r.getMessage()
+             for r in caplog.records)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler')
+def test_build_writes_a_loadable_library_and_fails_in_one_line(tmp_path, monkeypatch):
+  out = kernel_build.build(str(tmp_path / 'k.so'))
+  assert ctypes.cdll.LoadLibrary(out).WavegenWavenetStepAbi() == step_kernel.ABI
+  assert not (tmp_path / 'k.so.partial').exists()
+  with pytest.raises(RuntimeError, match='nonexistent-c[+][+]'):
+    kernel_build.build(str(tmp_path / 'x.so'), cxx='/nonexistent-c++')
+  bad = tmp_path / 'bad.cc'
+  bad.write_text('this is not C++\n')
+  monkeypatch.setattr(kernel_build, 'SOURCE', str(bad))
+  with pytest.raises(RuntimeError, match=r'failed on .*bad\.cc: .*error') as e:
+    kernel_build.build(str(tmp_path / 'y.so'))
+  assert '\n' not in str(e.value) and not (tmp_path / 'y.so').exists()
