@@ -21,7 +21,7 @@ import numpy as np
 TARGET = 'wavegen_wavenet_step'
 
 
-ABI = 1  # step_kernel.cc's WavegenWavenetStepAbi(): the operands' layout; a mismatch is stale
+ABI = 2  # step_kernel.cc's WavegenWavenetStepAbi(): the operands' layout; a mismatch is stale
 
 
 @functools.cache
@@ -50,6 +50,17 @@ def available() -> bool:
   return True
 
 
+PANEL = 32  # step_kernel.cc's kPanel
+
+
+def pack(w: jax.Array) -> jax.Array:
+  """A kernel [..., K, N] as the step takes it: panels of PANEL columns, [..., ceil(N / PANEL),
+  K, PANEL], zero-padded, so that the kernel reads each panel in order."""
+  n = w.shape[-1]
+  w = jnp.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, -n % PANEL)])
+  return jnp.moveaxis(w.reshape(*w.shape[:-1], -1, PANEL), -2, -3)
+
+
 def usable(dtype) -> bool:
   """Whether a sampler should take the kernel: built, float32, and the default backend the
   CPU (the kernel has no GPU or TPU version)."""
@@ -57,23 +68,23 @@ def usable(dtype) -> bool:
 
 
 def step(x: jax.Array, offsets: jax.Array, conv: jax.Array, out: jax.Array, out_b: jax.Array,
-         head_hidden: dict, head_out: dict, t: jax.Array, bufs: list[jax.Array],
-         group: list[int], slot: list[int], dilation: list[int]
-         ) -> tuple[jax.Array, list[jax.Array]]:
+         head_w1: jax.Array, head_b1: jax.Array, head_w2: jax.Array, head_b2: jax.Array,
+         t: jax.Array, bufs: list[jax.Array], group: list[int], slot: list[int],
+         dilation: list[int]) -> tuple[jax.Array, list[jax.Array]]:
   """One sampler step from the stem's output: (output [B, Q], the buffers with this step's
-  layer inputs written in place); see step_kernel.cc for the operands."""
+  layer inputs written in place); see step_kernel.cc for the operands (`pack` packs conv, out
+  and the head's kernels)."""
   if not available():
     raise RuntimeError('the WaveNet step kernel is not built or does not load: '
                        '`python -m models.wavenet.kernel_build` builds it')
-  q = head_out['kernel'].shape[-1]
+  q = head_b2.shape[-1]
   results = [jax.ShapeDtypeStruct((x.shape[0], q), jnp.float32)] + [
       jax.ShapeDtypeStruct(b.shape, jnp.float32) for b in bufs]
   n = 10  # arguments before the buffers
   call = jax.ffi.ffi_call(TARGET, results,
                           input_output_aliases={n + g: 1 + g for g in range(len(bufs))})
   floats = [a.astype(jnp.float32) for a in (
-      x, offsets, conv, out, out_b, head_hidden['kernel'], head_hidden['bias'],
-      head_out['kernel'], head_out['bias'])]
+      x, offsets, conv, out, out_b, head_w1, head_b1, head_w2, head_b2)]
   ints = {name: np.asarray(v, np.int64) for name, v in
           (('group', group), ('slot', slot), ('dilation', dilation))}
   output, *bufs = call(*floats, jnp.asarray(t, jnp.int32),

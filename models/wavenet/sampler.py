@@ -56,8 +56,8 @@ def layer_conditioning(model: Model, p: dict, cond: jax.Array, name: str) -> jax
 def sampler_weights(model: Model, p: dict) -> dict:
   """The parameters rearranged once for `step`: per layer the current tap's kernel [R, 2H], the
   residual and skip kernels side by side [H, R + S] (one matmul), and per dilation group the past
-  taps' kernels [k - 1, G, R, 2H]; under 'stack', the layers' current-tap and output kernels
-  stacked for the CPU kernel (kernel.py), the last layer's absent residual columns zero."""
+  taps' kernels [k - 1, G, R, 2H]; under 'stack', what the CPU kernel takes (kernel.step): the
+  layers' convolution and output kernels and biases stacked, and the head, kernels packed."""
   k, r, h2 = model.kernel_size, model.residual_channels, model.gate_channels
   dtype = jnp.dtype(model.dtype)
   conv = [p[f'layer{i}']['conv']['kernel'].reshape(k, r, h2).astype(dtype)
@@ -73,11 +73,14 @@ def sampler_weights(model: Model, p: dict) -> dict:
   w = {'stem': p['stem'], 'layers': layers, 'head_hidden': p['head_hidden'],
        'head_out': p['head_out'],
        'past': [jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)]}
-  pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(r + model.skip_channels - a.shape[-1], 0)])
-  w['stack'] = {'conv': jnp.stack([c.reshape(k * r, h2) for c in conv]),  # [L, kR, 2H]
+  rs = r + model.skip_channels  # the last layer's residual columns, absent, become zeros:
+  pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(rs - a.shape[-1], 0)])
+  w['stack'] = {'conv': step_kernel.pack(jnp.stack([c.reshape(k * r, h2) for c in conv])),
                 'bias': jnp.stack([lw['bias'] for lw in layers])[:, None],  # [L, 1, 2H]
-                'out': jnp.stack([pad(lw['out']) for lw in layers]),
-                'out_bias': jnp.stack([pad(lw['out_bias']) for lw in layers])}
+                'out': step_kernel.pack(jnp.stack([pad(lw['out']) for lw in layers])),
+                'out_bias': jnp.stack([pad(lw['out_bias']) for lw in layers]),
+                'head': [step_kernel.pack(p['head_hidden']['kernel']), p['head_hidden']['bias'],
+                         step_kernel.pack(p['head_out']['kernel']), p['head_out']['bias']]}
   if model.local_features:
     w['local'] = {n: jnp.stack([p[f'layer{i}']['local'][n].reshape(-1, h2)
                                 for i in range(model.num_layers)], -2)
@@ -112,8 +115,7 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
     where = {i: (g, s, d) for g, (d, ix) in enumerate(groups) for s, i in enumerate(ix)}
     group, slot, dil = zip(*(where.get(i, (-1, 0, 0)) for i in range(model.num_layers)))
     out, bufs = step_kernel.step(x, offsets, st['conv'], st['out'], st['out_bias'],
-                                 w['head_hidden'], w['head_out'], t, cache['bufs'], group,
-                                 slot, dil)
+                                 *st['head'], t, cache['bufs'], group, slot, dil)
     return out, {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}
   else:
     ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]

@@ -7,7 +7,7 @@
 // (tap j sees the layer's input k - 1 - j dilations back, tap k - 1 the current one),
 //   y = offsets_i + [x(t - (k - 1) d), ..., x(t - d), x] conv_i
 //   z = tanh(y_filter) * sigmoid(y_gate);  o = z out_i + out_b_i
-//   x += o[:R] (not after the last layer);  skips += o[R:]
+//   x += o[:R];  skips += o[R:]
 // then output = relu(relu(skips) head_w1 + head_b1) head_w2 + head_b2. The past inputs come
 // from the sampler's ring buffers, one per dilation group, and each layer's input is written
 // to its buffer at row t mod (k - 1) d, in place (the buffers are results aliased to the
@@ -16,11 +16,13 @@
 // Arguments (float32 unless said, row-major):
 //   x        [B, R]             the stem's output
 //   offsets  [L, B or 1, 2H]    conv bias plus conditioning per layer
-//   conv     [L, k R, 2H]       the dilated convolutions' kernels, tap by tap
-//   out      [L, H, R + S]      residual and skip kernels side by side (the last layer's
-//                               residual columns are ignored)
+//   conv     [L, k R, 2H]       the dilated convolutions' kernels, tap by tap  (packed)
+//   out      [L, H, R + S]      residual and skip kernels side by side; the last layer's
+//                               residual columns are zero                   (packed)
 //   out_b    [L, R + S]         their biases
-//   head_w1  [S, S2], head_b1 [S2], head_w2 [S2, Q], head_b2 [Q]
+//   head_w1  [S, S2] (packed), head_b1 [S2], head_w2 [S2, Q] (packed), head_b2 [Q]
+// A packed kernel [..., K, N] comes as [..., ceil(N / 32), K, 32]: panels of 32 columns,
+// zero-padded (kernel.pack).
 //   t        [] int32           the step's position
 //   bufs...  [(k - 1) d, G, B, R] per dilation group: the inputs of its G layers, ring by time
 // Attributes (int64 [L]): group (each layer's buffer; unused when k = 1), slot (its place
@@ -56,55 +58,64 @@ inline Vec Load(const float* p) {
 
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 
-// c[0:M, 0:NV lanes] += a[0:M, 0:K] w[0:K, 0:NV lanes]; the accumulators stay in registers.
-template <int M, int NV>
-inline void Tile(const float* a, int64_t lda, const float* w, int64_t ldw, float* c,
-                 int64_t ldc, int64_t k_len) {
-  Vec acc[M][NV];
+// Weights come packed in panels of kPanel columns, [ceil(N / kPanel), K, kPanel], zero-padded
+// (kernel.py packs them once per model), so that a tile streams its panel from memory in
+// order; results are kept in rows padded to whole panels (Padded).
+constexpr int64_t kPanel = 32;
+constexpr int kPanelVecs = kPanel / kLanes;
+constexpr int kTileRows = kLanes == 16 ? 8 : 4;  // 16 accumulator registers either way
+
+inline int64_t Padded(int64_t n) { return (n + kPanel - 1) / kPanel * kPanel; }
+
+// c[0:M, 0:kPanel] += a[0:M, 0:K] panel; the accumulators stay in registers.
+template <int M>
+inline void Tile(const float* a, int64_t lda, const float* panel, float* c, int64_t ldc,
+                 int64_t k_len) {
+  Vec acc[M][kPanelVecs];
 #pragma GCC unroll 8
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[m][v] = Load(c + m * ldc + v * kLanes);
+    for (int v = 0; v < kPanelVecs; ++v) acc[m][v] = Load(c + m * ldc + v * kLanes);
   for (int64_t k = 0; k < k_len; ++k) {
-    Vec wv[NV];
+    Vec wv[kPanelVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) wv[v] = Load(w + k * ldw + v * kLanes);
+    for (int v = 0; v < kPanelVecs; ++v) wv[v] = Load(panel + k * kPanel + v * kLanes);
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
       const float s = a[m * lda + k];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[m][v] += s * wv[v];
+      for (int v = 0; v < kPanelVecs; ++v) acc[m][v] += s * wv[v];
     }
   }
 #pragma GCC unroll 8
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) Store(c + m * ldc + v * kLanes, acc[m][v]);
+    for (int v = 0; v < kPanelVecs; ++v) Store(c + m * ldc + v * kLanes, acc[m][v]);
 }
 
-// Rows [0, M) of c += a w over all columns [0, n): tiles of 2 vectors, then 1, then scalars.
-template <int M>
-void Rows(const float* a, int64_t lda, const float* w, int64_t ldw, float* c, int64_t ldc,
-          int64_t k_len, int64_t n) {
-  int64_t j = 0;
-  for (; j + 2 * kLanes <= n; j += 2 * kLanes) Tile<M, 2>(a, lda, w + j, ldw, c + j, ldc, k_len);
-  for (; j + kLanes <= n; j += kLanes) Tile<M, 1>(a, lda, w + j, ldw, c + j, ldc, k_len);
-  for (; j < n; ++j)
-    for (int m = 0; m < M; ++m) {
-      float s = c[m * ldc + j];
-      for (int64_t k = 0; k < k_len; ++k) s += a[m * lda + k] * w[k * ldw + j];
-      c[m * ldc + j] = s;
-    }
+// c[rows, 0:Padded(N)] += a[rows, K] w, w packed (N columns); a and c with row strides lda
+// and ldc >= Padded(N).
+void Gemm(const float* a, int64_t lda, const float* w, int64_t n, float* c, int64_t ldc,
+          int64_t rows, int64_t k_len) {
+  for (int64_t p = 0; p < Padded(n) / kPanel; ++p) {
+    const float* panel = w + p * k_len * kPanel;
+    float* cp = c + p * kPanel;
+    int64_t i = 0;
+    for (; i + kTileRows <= rows; i += kTileRows)
+      Tile<kTileRows>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len);
+    if (kTileRows > 4 && i + 4 <= rows)
+      Tile<4>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len), i += 4;
+    if (i + 2 <= rows) Tile<2>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len), i += 2;
+    if (i < rows) Tile<1>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len);
+  }
 }
 
-// c[M, N] += a[M, K] w[K, N], with leading dimensions (row strides) lda, ldw, ldc.
-void Gemm(const float* a, int64_t lda, const float* w, int64_t ldw, float* c, int64_t ldc,
-          int64_t rows, int64_t k_len, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= rows; i += 8) Rows<8>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n);
-  if (i + 4 <= rows) Rows<4>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n), i += 4;
-  if (i + 2 <= rows) Rows<2>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n), i += 2;
-  if (i < rows) Rows<1>(a + i * lda, lda, w, ldw, c + i * ldc, ldc, k_len, n);
+// Row j of c [rows, ldc] = bias [n], then zeros to ldc.
+void Init(float* c, int64_t ldc, const float* bias, int64_t n, int64_t rows) {
+  for (int64_t j = 0; j < rows; ++j) {
+    std::memcpy(c + j * ldc, bias, sizeof(float) * n);
+    std::fill(c + j * ldc + n, c + (j + 1) * ldc, 0.f);
+  }
 }
 
 // exp(x) for x in [-87, 88] (clamped) to ~2 ulp, written so that the compiler vectorises it:
@@ -145,44 +156,45 @@ void Run(const Dims& d, const float* x_in, const float* offsets, const float* co
          const float* w2, const float* b2, const float* const* taps, float* const* rows,
          float* output) {
   const int64_t b = d.b, r = d.r, h2 = d.h2, h = h2 / 2, s = d.s, kr = d.k * r;
+  const int64_t ly = Padded(h2), lo = Padded(r + s), lh = Padded(d.s2), lq = Padded(d.q);
   thread_local std::vector<float> scratch;
-  scratch.resize(b * (kr + h2 + h + r + s + d.s2 + s));
-  float *a = scratch.data(), *y = a + b * kr, *z = y + b * h2, *o = z + b * h,
-        *hid = o + b * (r + s), *skip_sum = hid + b * d.s2;
-  float* x = a + (d.k - 1) * r;  // row j of the current input: a[j * kr + (k - 1) r ...]
+  scratch.resize(b * (kr + ly + h + lo + s + lh + lq));
+  float *a = scratch.data(), *y = a + b * kr, *z = y + b * ly, *o = z + b * h,
+        *skips = o + b * lo, *hid = skips + b * s, *logits = hid + b * lh;
+  float* x = a + (d.k - 1) * r;  // the current input, beside the past taps in each row of a
   for (int64_t j = 0; j < b; ++j) std::memcpy(x + j * kr, x_in + j * r, sizeof(float) * r);
-  std::fill(skip_sum, skip_sum + b * s, 0.f);
+  std::fill(skips, skips + b * s, 0.f);
   for (int64_t i = 0; i < d.l; ++i) {
-    const bool last = i == d.l - 1;
-    for (int64_t m = 0; m < d.k - 1; ++m)  // the past taps beside the current input
+    for (int64_t m = 0; m < d.k - 1; ++m)  // the past taps
       for (int64_t j = 0; j < b; ++j)
         std::memcpy(a + j * kr + m * r, taps[i * (d.k - 1) + m] + j * r, sizeof(float) * r);
-    for (int64_t j = 0; j < b; ++j) {
-      std::memcpy(rows[i] + j * r, x + j * kr, sizeof(float) * r);  // taps read: overwrite
-      std::memcpy(y + j * h2, offsets + (i * d.offset_rows + (d.offset_rows > 1 ? j : 0)) * h2,
-                  sizeof(float) * h2);
+    for (int64_t j = 0; j < b; ++j)  // the taps are read: the oldest row takes the input
+      std::memcpy(rows[i] + j * r, x + j * kr, sizeof(float) * r);
+    const float* off = offsets + i * d.offset_rows * h2;
+    if (d.offset_rows == 1) {
+      Init(y, ly, off, h2, b);
+    } else {
+      for (int64_t j = 0; j < b; ++j) Init(y + j * ly, ly, off + j * h2, h2, 1);
     }
-    Gemm(a, kr, conv + i * kr * h2, h2, y, h2, b, kr, h2);
-    for (int64_t j = 0; j < b; ++j) Gate(y + j * h2, z + j * h, h);
-    const int64_t lo = last ? r : 0;  // the last layer's residual output is never read
-    const float* ob = out_b + i * (r + s);
-    for (int64_t j = 0; j < b; ++j)
-      std::memcpy(o + j * (r + s) + lo, ob + lo, sizeof(float) * (r + s - lo));
-    Gemm(z, h, out + i * h * (r + s) + lo, r + s, o + lo, r + s, b, h, r + s - lo);
+    Gemm(a, kr, conv + i * Padded(h2) * kr, h2, y, ly, b, kr);
+    for (int64_t j = 0; j < b; ++j) Gate(y + j * ly, z + j * h, h);
+    Init(o, lo, out_b + i * (r + s), r + s, b);
+    Gemm(z, h, out + i * lo * h, r + s, o, lo, b, h);
     for (int64_t j = 0; j < b; ++j) {
-      float *xj = x + j * kr, *oj = o + j * (r + s), *sj = skip_sum + j * s;
-      if (!last)
-        for (int64_t c = 0; c < r; ++c) xj[c] += oj[c];
+      float *xj = x + j * kr, *oj = o + j * lo, *sj = skips + j * s;
+      for (int64_t c = 0; c < r; ++c) xj[c] += oj[c];
       for (int64_t c = 0; c < s; ++c) sj[c] += oj[r + c];
     }
   }
   // The head: relu, 1x1, relu, 1x1.
-  for (int64_t j = 0; j < b * s; ++j) skip_sum[j] = std::max(skip_sum[j], 0.f);
-  for (int64_t j = 0; j < b; ++j) std::memcpy(hid + j * d.s2, b1, sizeof(float) * d.s2);
-  Gemm(skip_sum, s, w1, d.s2, hid, d.s2, b, s, d.s2);
-  for (int64_t j = 0; j < b * d.s2; ++j) hid[j] = std::max(hid[j], 0.f);
-  for (int64_t j = 0; j < b; ++j) std::memcpy(output + j * d.q, b2, sizeof(float) * d.q);
-  Gemm(hid, d.s2, w2, d.q, output, d.q, b, d.s2, d.q);
+  for (int64_t j = 0; j < b * s; ++j) skips[j] = std::max(skips[j], 0.f);
+  Init(hid, lh, b1, d.s2, b);
+  Gemm(skips, s, w1, d.s2, hid, lh, b, s);
+  for (int64_t j = 0; j < b * lh; ++j) hid[j] = std::max(hid[j], 0.f);
+  Init(logits, lq, b2, d.q, b);
+  Gemm(hid, lh, w2, d.q, logits, lq, b, d.s2);
+  for (int64_t j = 0; j < b; ++j)
+    std::memcpy(output + j * d.q, logits + j * lq, sizeof(float) * d.q);
 }
 
 ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
@@ -194,17 +206,19 @@ ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
                 ffi::ResultBuffer<ffi::F32> output, ffi::RemainingRets bufs) {
   const auto xd = x.dimensions(), fd = offsets.dimensions(), cd = conv.dimensions(),
              od = out.dimensions(), w1d = w1.dimensions(), w2d = w2.dimensions();
-  if (xd.size() != 2 || fd.size() != 3 || cd.size() != 3 || od.size() != 3 || w1d.size() != 2 ||
-      w2d.size() != 2 || t_buf.element_count() != 1)
+  if (xd.size() != 2 || fd.size() != 3 || cd.size() != 4 || od.size() != 4 || w1d.size() != 3 ||
+      w2d.size() != 3 || t_buf.element_count() != 1)
     return ffi::Error::InvalidArgument("wavenet step: operand ranks");
-  Dims d{xd[0], xd[1], fd[0], fd[2], w1d[0], w1d[1], w2d[1], cd[1] / xd[1], fd[1]};
-  if ((d.offset_rows != 1 && d.offset_rows != d.b) || cd[0] != d.l || cd[1] != d.k * d.r ||
-      cd[2] != d.h2 || d.h2 % 2 != 0 || od[0] != d.l || od[1] != d.h2 / 2 ||
-      od[2] != d.r + d.s || out_b.element_count() != static_cast<size_t>(d.l * (d.r + d.s)) ||
-      b1.element_count() != static_cast<size_t>(d.s2) || w2d[0] != d.s2 ||
-      b2.element_count() != static_cast<size_t>(d.q) ||
-      group.size() != static_cast<size_t>(d.l) || slot.size() != group.size() ||
-      dilation.size() != group.size())
+  Dims d{xd[0], xd[1], fd[0], fd[2], w1d[1], static_cast<int64_t>(b1.element_count()),
+         static_cast<int64_t>(b2.element_count()), cd[2] / xd[1], fd[1]};
+  const auto panels = [](int64_t n) { return Padded(n) / kPanel; };
+  if ((d.offset_rows != 1 && d.offset_rows != d.b) || cd[0] != d.l ||
+      cd[1] != panels(d.h2) || cd[2] != d.k * d.r || cd[3] != kPanel || d.h2 % 2 != 0 ||
+      od[0] != d.l || od[1] != panels(d.r + d.s) || od[2] != d.h2 / 2 || od[3] != kPanel ||
+      out_b.element_count() != static_cast<size_t>(d.l * (d.r + d.s)) ||
+      w1d[0] != panels(d.s2) || w1d[2] != kPanel || w2d[0] != panels(d.q) ||
+      w2d[1] != d.s2 || w2d[2] != kPanel || group.size() != static_cast<size_t>(d.l) ||
+      slot.size() != group.size() || dilation.size() != group.size())
     return ffi::Error::InvalidArgument("wavenet step: inconsistent shapes");
   const int64_t t = t_buf.typed_data()[0];
   std::vector<const float*> taps(d.l * (d.k - 1));
@@ -239,7 +253,7 @@ ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
 }  // namespace
 
 // The operands' layout above; kernel.py refuses a library whose number differs from its own.
-extern "C" int WavegenWavenetStepAbi() { return 1; }
+extern "C" int WavegenWavenetStepAbi() { return 2; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(WavegenWavenetStep, Step,
                               ffi::Ffi::Bind()
