@@ -69,7 +69,7 @@ def test_a_missing_kernel_falls_back_to_jax_with_one_notice(fresh_kernel_state, 
   notices = [r.getMessage() for r in caplog.records if 'step kernel' in r.getMessage()]
   assert len(notices) == 1 and 'absent.so' in notices[0] and 'pure-JAX' in notices[0]
   with pytest.raises(RuntimeError, match='not built'):
-    step_kernel.step(*[None] * 12)
+    step_kernel.step(*[None] * 14)
   # The fallback draws what the pure-JAX path draws.
   step_kernel.available.cache_clear()
   fresh_kernel_state.undo()
