@@ -21,7 +21,7 @@ import numpy as np
 TARGET = 'wavegen_wavenet_step'
 
 
-ABI = 2  # step_kernel.cc's WavegenWavenetStepAbi(): the operands' layout; a mismatch is stale
+ABI = 3  # step_kernel.cc's WavegenWavenetStepAbi(): the operands' layout; a mismatch is stale
 
 
 @functools.cache
@@ -70,23 +70,29 @@ def usable(dtype) -> bool:
 def step(x: jax.Array, offsets: jax.Array, conv: jax.Array, out: jax.Array, out_b: jax.Array,
          head_w1: jax.Array, head_b1: jax.Array, head_w2: jax.Array, head_b2: jax.Array,
          t: jax.Array, bufs: list[jax.Array], group: list[int], slot: list[int],
-         dilation: list[int]) -> tuple[jax.Array, list[jax.Array]]:
-  """One sampler step from the stem's output: (output [B, Q], the buffers with this step's
-  layer inputs written in place); see step_kernel.cc for the operands (`pack` packs conv, out
-  and the head's kernels)."""
+         dilation: list[int], u: jax.Array | None = None, temperature: jax.Array | None = None
+         ) -> tuple[jax.Array, jax.Array | None, list[jax.Array]]:
+  """One sampler step from the stem's output: (output [B, Q], codes [B] drawn from
+  softmax(output / temperature) by the uniforms u [B] or None without u, the buffers with this
+  step's layer inputs written in place); see step_kernel.cc for the operands (`pack` packs
+  conv, out and the head's kernels)."""
   if not available():
     raise RuntimeError('the WaveNet step kernel is not built or does not load: '
                        '`python -m models.wavenet.kernel_build` builds it')
-  q = head_b2.shape[-1]
-  results = [jax.ShapeDtypeStruct((x.shape[0], q), jnp.float32)] + [
-      jax.ShapeDtypeStruct(b.shape, jnp.float32) for b in bufs]
-  n = 10  # arguments before the buffers
+  (b, _), q = x.shape, head_b2.shape[-1]
+  results = [jax.ShapeDtypeStruct((b, q), jnp.float32), jax.ShapeDtypeStruct((b,), jnp.int32)]
+  results += [jax.ShapeDtypeStruct(buf.shape, jnp.float32) for buf in bufs]
+  n = 12  # arguments before the buffers
   call = jax.ffi.ffi_call(TARGET, results,
-                          input_output_aliases={n + g: 1 + g for g in range(len(bufs))})
+                          input_output_aliases={n + g: 2 + g for g in range(len(bufs))})
   floats = [a.astype(jnp.float32) for a in (
       x, offsets, conv, out, out_b, head_w1, head_b1, head_w2, head_b2)]
   ints = {name: np.asarray(v, np.int64) for name, v in
           (('group', group), ('slot', slot), ('dilation', dilation))}
-  output, *bufs = call(*floats, jnp.asarray(t, jnp.int32),
-                       *(b.astype(jnp.float32) for b in bufs), **ints)
-  return output, bufs
+  draw = u is not None
+  u = jnp.zeros((b,), jnp.float32) if u is None else u.astype(jnp.float32)
+  temperature = jnp.asarray(1. if temperature is None else temperature, jnp.float32)
+  output, codes, *bufs = call(*floats, jnp.asarray(t, jnp.int32), u, temperature,
+                              *(buf.astype(jnp.float32) for buf in bufs), **ints,
+                              draw=np.int64(draw))
+  return output, codes if draw else None, bufs

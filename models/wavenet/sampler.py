@@ -89,11 +89,16 @@ def sampler_weights(model: Model, p: dict) -> dict:
 
 
 def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array | None,
-          pre: dict | None = None, kernel: bool = False) -> tuple[jax.Array, dict]:
-  """`step` on the weights of `sampler_weights`. `pre` maps a dilation group's index to its
-  layers' past taps through their kernels at this step, [G, B, 2H], where the caller computed
-  them ahead; the other groups read their buffers. `kernel`: run the residual layers as one
-  call of the CPU kernel (kernel.py) rather than as XLA ops."""
+          pre: dict | None = None, kernel: bool = False, draw: tuple | None = None
+          ) -> tuple[jax.Array, dict, jax.Array | None]:
+  """`step` on the weights of `sampler_weights`, and the next codes where it drew them.
+
+  `pre` maps a dilation group's index to its layers' past taps through their kernels at this
+  step, [G, B, 2H], where the caller computed them ahead; the other groups read their buffers.
+  `kernel`: run the layers and the head as one call of the CPU kernel (kernel.py) rather than
+  as XLA ops; with `draw` = (uniforms [B], temperature) (softmax only), the kernel also draws
+  the next codes as `sample_from_draws` does.
+  """
   k, t, dtype = model.kernel_size, cache['t'], jnp.dtype(model.dtype)
   r, h, b = model.residual_channels, model.gate_channels // 2, codes.shape[0]
   codes = codes.astype(jnp.int32)
@@ -114,9 +119,10 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
     offsets = st['bias'] if cond is None else st['bias'] + jnp.moveaxis(cond, 1, 0)
     where = {i: (g, s, d) for g, (d, ix) in enumerate(groups) for s, i in enumerate(ix)}
     group, slot, dil = zip(*(where.get(i, (-1, 0, 0)) for i in range(model.num_layers)))
-    out, bufs = step_kernel.step(x, offsets, st['conv'], st['out'], st['out_bias'],
-                                 *st['head'], t, cache['bufs'], group, slot, dil)
-    return out, {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}
+    out, drawn, bufs = step_kernel.step(x, offsets, st['conv'], st['out'], st['out_bias'],
+                                        *st['head'], t, cache['bufs'], group, slot, dil,
+                                        *(draw or ()))
+    return out, {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}, drawn
   else:
     ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]
     for g, ((d, ix), buf, wp) in enumerate(zip(groups, cache['bufs'], w['past'])):
@@ -142,7 +148,7 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
                                               t % buf.shape[0], 0)
           for (d, ix), buf in zip(groups, cache['bufs'])]
   cache = {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}
-  return head(w, skips).astype(jnp.float32), cache
+  return head(w, skips).astype(jnp.float32), cache, None
 
 
 def step(model: Model, p: dict, cache: dict, codes: jax.Array,
@@ -156,7 +162,7 @@ def step(model: Model, p: dict, cache: dict, codes: jax.Array,
   """
   if kernel is None:
     kernel = step_kernel.usable(model.dtype)
-  return _step(model, sampler_weights(model, p), cache, codes, cond, kernel=kernel)
+  return _step(model, sampler_weights(model, p), cache, codes, cond, kernel=kernel)[:2]
 
 
 # Steps per inner loop of `_run`, by the streams in the loop: one stream runs 15-20% faster in
@@ -209,11 +215,13 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
     if local is not None:
       f = jnp.minimum((cache['t'] + 1) // hop - local_offset, last)
       cond = jax.lax.dynamic_index_in_dim(lproj, f - f0, axis=1, keepdims=False)  # [B, L, 2H]
-    out, cache = _step(model, w, cache, x, cond, xs['pre'], kernel)
-    if forced is None:
-      x = sample_from_draws(model, xs['draws'], out, temperature)
-    else:
+    in_kernel = kernel and forced is None and model.output == 'softmax'  # draws there too
+    out, cache, drawn = _step(model, w, cache, x, cond, xs['pre'], kernel,
+                              (xs['draws'], temperature) if in_kernel else None)
+    if forced is not None:
       x = xs['forced']
+    else:
+      x = drawn if in_kernel else sample_from_draws(model, xs['draws'], out, temperature)
     return (cache, x), x
 
   def block(carry, forced_block, length):

@@ -24,10 +24,13 @@
 // A packed kernel [..., K, N] comes as [..., ceil(N / 32), K, 32]: panels of 32 columns,
 // zero-padded (kernel.pack).
 //   t        [] int32           the step's position
+//   u        [B]                a uniform per stream, and temperature []: with draw = 1, a
+//                               code is drawn from softmax(output / temperature) (Draw)
 //   bufs...  [(k - 1) d, G, B, R] per dilation group: the inputs of its G layers, ring by time
-// Attributes (int64 [L]): group (each layer's buffer; unused when k = 1), slot (its place
-// among the group's G layers), dilation.
-// Results: the output [B, Q], then the buffers (aliased to bufs).
+// Attributes: int64 [L] group (each layer's buffer; unused when k = 1), slot (its place among
+// the group's G layers), dilation; int64 draw (1: draw codes).
+// Results: the output [B, Q], the codes [B] int32 (zeros without draw), then the buffers
+// (aliased to bufs).
 //
 // Built by setup.py (models/wavenet/kernel.py says how, and loads it).
 
@@ -118,11 +121,11 @@ void Init(float* c, int64_t ldc, const float* bias, int64_t n, int64_t rows) {
   }
 }
 
-// exp(x) for x in [-87, 88] (clamped) to ~2 ulp, written so that the compiler vectorises it:
-// x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7, times 2^k. k is
-// rounded by adding and subtracting 1.5 * 2^23 (round to nearest, as the FPU does by default).
-inline float Exp(float x) {
-  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+// exp(x) to ~2 ulp for x in [-87, 88], 0 below, exp(88) above, written so that the compiler
+// vectorises it: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial to r^7, times
+// 2^k. k is rounded by adding and subtracting 1.5 * 2^23 (round to nearest, the FPU's default).
+inline float Exp(float x0) {
+  const float x = x0 < -87.f ? -87.f : (x0 > 88.f ? 88.f : x0);
   const float k = (x * 1.44269504f + 12582912.f) - 12582912.f;
   const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;  // ln 2 in two parts
   float p = 1.f / 5040.f;
@@ -133,7 +136,7 @@ inline float Exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.f;
   p = p * r + 1.f;
-  return p * __builtin_bit_cast(float, (static_cast<int32_t>(k) + 127) << 23);
+  return x0 < -87.f ? 0.f : p * __builtin_bit_cast(float, (static_cast<int32_t>(k) + 127) << 23);
 }
 
 inline float Sigmoid(float x) { return 1.f / (1.f + Exp(-x)); }
@@ -145,6 +148,21 @@ __attribute__((noinline)) void Gate(const float* __restrict y, float* __restrict
     z[h] = (2.f * Sigmoid(2.f * y[h]) - 1.f) * Sigmoid(y[h_len + h]);
 }
 
+// A draw from softmax(logits / temperature) given a uniform u in [0, 1), as
+// layers/sampling.inverse_cdf draws: the number of classes whose cumulative probability is at
+// most u times the total, at most q - 1. Temperature 0 is the argmax. `e` is scratch [q].
+int32_t Draw(const float* logits, int64_t q, float u, float temperature, float* e) {
+  const float inv = 1.f / std::max(temperature, 1e-6f);
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < q; ++c) mx = std::max(mx, logits[c] * inv);
+  for (int64_t c = 0; c < q; ++c) e[c] = Exp(logits[c] * inv - mx);
+  for (int64_t c = 1; c < q; ++c) e[c] += e[c - 1];
+  const float bound = u * e[q - 1];
+  int64_t k = 0;
+  for (int64_t c = 0; c < q; ++c) k += e[c] <= bound;
+  return static_cast<int32_t>(std::min(k, q - 1));
+}
+
 struct Dims {
   int64_t b, r, l, h2, s, s2, q, k, offset_rows;
 };
@@ -154,11 +172,11 @@ struct Dims {
 void Run(const Dims& d, const float* x_in, const float* offsets, const float* conv,
          const float* out, const float* out_b, const float* w1, const float* b1,
          const float* w2, const float* b2, const float* const* taps, float* const* rows,
-         float* output) {
+         float* output, const float* u, float temperature, int32_t* codes) {
   const int64_t b = d.b, r = d.r, h2 = d.h2, h = h2 / 2, s = d.s, kr = d.k * r;
   const int64_t ly = Padded(h2), lo = Padded(r + s), lh = Padded(d.s2), lq = Padded(d.q);
   thread_local std::vector<float> scratch;
-  scratch.resize(b * (kr + ly + h + lo + s + lh + lq));
+  scratch.resize(b * (kr + ly + h + lo + s + lh + lq) + d.q);
   float *a = scratch.data(), *y = a + b * kr, *z = y + b * ly, *o = z + b * h,
         *skips = o + b * lo, *hid = skips + b * s, *logits = hid + b * lh;
   float* x = a + (d.k - 1) * r;  // the current input, beside the past taps in each row of a
@@ -195,15 +213,19 @@ void Run(const Dims& d, const float* x_in, const float* offsets, const float* co
   Gemm(hid, lh, w2, d.q, logits, lq, b, d.s2);
   for (int64_t j = 0; j < b; ++j)
     std::memcpy(output + j * d.q, logits + j * lq, sizeof(float) * d.q);
+  for (int64_t j = 0; u != nullptr && j < b; ++j)
+    codes[j] = Draw(output + j * d.q, d.q, u[j], temperature, logits + b * lq);
 }
 
 ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
                 ffi::Buffer<ffi::F32> conv, ffi::Buffer<ffi::F32> out,
                 ffi::Buffer<ffi::F32> out_b, ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> b1,
                 ffi::Buffer<ffi::F32> w2, ffi::Buffer<ffi::F32> b2, ffi::Buffer<ffi::S32> t_buf,
-                ffi::RemainingArgs, ffi::Span<const int64_t> group,
-                ffi::Span<const int64_t> slot, ffi::Span<const int64_t> dilation,
-                ffi::ResultBuffer<ffi::F32> output, ffi::RemainingRets bufs) {
+                ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> temperature, ffi::RemainingArgs,
+                ffi::Span<const int64_t> group, ffi::Span<const int64_t> slot,
+                ffi::Span<const int64_t> dilation, int64_t draw,
+                ffi::ResultBuffer<ffi::F32> output, ffi::ResultBuffer<ffi::S32> codes,
+                ffi::RemainingRets bufs) {
   const auto xd = x.dimensions(), fd = offsets.dimensions(), cd = conv.dimensions(),
              od = out.dimensions(), w1d = w1.dimensions(), w2d = w2.dimensions();
   if (xd.size() != 2 || fd.size() != 3 || cd.size() != 4 || od.size() != 4 || w1d.size() != 3 ||
@@ -218,6 +240,8 @@ ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
       out_b.element_count() != static_cast<size_t>(d.l * (d.r + d.s)) ||
       w1d[0] != panels(d.s2) || w1d[2] != kPanel || w2d[0] != panels(d.q) ||
       w2d[1] != d.s2 || w2d[2] != kPanel || group.size() != static_cast<size_t>(d.l) ||
+      u.element_count() != static_cast<size_t>(d.b) || temperature.element_count() != 1 ||
+      codes->element_count() != static_cast<size_t>(d.b) ||
       slot.size() != group.size() || dilation.size() != group.size())
     return ffi::Error::InvalidArgument("wavenet step: inconsistent shapes");
   const int64_t t = t_buf.typed_data()[0];
@@ -246,14 +270,16 @@ ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> offsets,
   }
   Run(d, x.typed_data(), offsets.typed_data(), conv.typed_data(), out.typed_data(),
       out_b.typed_data(), w1.typed_data(), b1.typed_data(), w2.typed_data(), b2.typed_data(),
-      taps.data(), rows.data(), output->typed_data());
+      taps.data(), rows.data(), output->typed_data(), draw ? u.typed_data() : nullptr,
+      temperature.typed_data()[0], codes->typed_data());
+  if (!draw) std::fill(codes->typed_data(), codes->typed_data() + d.b, 0);
   return ffi::Error::Success();
 }
 
 }  // namespace
 
 // The operands' layout above; kernel.py refuses a library whose number differs from its own.
-extern "C" int WavegenWavenetStepAbi() { return 2; }
+extern "C" int WavegenWavenetStepAbi() { return 3; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(WavegenWavenetStep, Step,
                               ffi::Ffi::Bind()
@@ -267,9 +293,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(WavegenWavenetStep, Step,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // head_w2
                                   .Arg<ffi::Buffer<ffi::F32>>()  // head_b2
                                   .Arg<ffi::Buffer<ffi::S32>>()  // t
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // u
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // temperature
                                   .RemainingArgs()               // the buffers (aliased)
                                   .Attr<ffi::Span<const int64_t>>("group")
                                   .Attr<ffi::Span<const int64_t>>("slot")
                                   .Attr<ffi::Span<const int64_t>>("dilation")
+                                  .Attr<int64_t>("draw")
                                   .Ret<ffi::Buffer<ffi::F32>>()  // output
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // codes
                                   .RemainingRets());             // the buffers, updated

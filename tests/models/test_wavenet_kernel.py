@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from models import wavenet
+from models.layers import sampling
 from models.wavenet import kernel as step_kernel
 from models.wavenet import kernel_build
+from models.wavenet import sampler
 
 HAS_COMPILER = bool(shutil.which('c++') or shutil.which('g++'))
 
@@ -103,3 +105,22 @@ def test_build_writes_a_loadable_library_and_fails_in_one_line(tmp_path, monkeyp
   with pytest.raises(RuntimeError, match=r'failed on .*bad\.cc: .*error') as e:
     kernel_build.build(str(tmp_path / 'y.so'))
   assert '\n' not in str(e.value) and not (tmp_path / 'y.so').exists()
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler')
+@pytest.mark.parametrize('temperature', [1., 0.5, 0.])
+def test_kernel_draws_as_the_inverse_cdf_draws(temperature):
+  # A softmax model's kernel step also draws the next codes; they are the reference draws
+  # (layers/sampling.inverse_cdf) of its own output, for uniforms spread over [0, 1).
+  m = wavenet.Model(num_classes=32, residual_channels=16, gate_channels=32, skip_channels=16,
+                    num_layers=4, dilation_cycle=2)
+  v = m.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  w = wavenet.sampler_weights(m, wavenet.unboxed_params(m, v))
+  b = 256
+  codes = jax.random.randint(jax.random.key(1), (b,), 0, m.num_classes)
+  u = (jnp.arange(b) + 0.5) / b
+  out, _, drawn = sampler._step(m, w, wavenet.init_cache(m, b), codes, None, kernel=True,
+                                draw=(u, jnp.float32(temperature)))
+  want = sampling.inverse_cdf(out, u, temperature)
+  np.testing.assert_array_equal(drawn, want)
+  assert len(np.unique(np.asarray(drawn))) > (1 if temperature else 0)
