@@ -79,6 +79,9 @@ def step(x: jax.Array, offsets: jax.Array, conv: jax.Array, out: jax.Array, out_
   if not available():
     raise RuntimeError('the WaveNet step kernel is not built or does not load: '
                        '`python -m models.wavenet.kernel_build` builds it')
+  if any(buf.dtype != jnp.float32 for buf in bufs):
+    raise ValueError(f'the WaveNet step kernel runs float32 models, not {bufs[0].dtype}: '
+                     'sample with kernel=False')
   (b, _), q = x.shape, head_b2.shape[-1]
   results = [jax.ShapeDtypeStruct((b, q), jnp.float32), jax.ShapeDtypeStruct((b,), jnp.int32)]
   results += [jax.ShapeDtypeStruct(buf.shape, jnp.float32) for buf in bufs]

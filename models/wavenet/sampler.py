@@ -67,9 +67,9 @@ def sampler_weights(model: Model, p: dict) -> dict:
     lp = p[f'layer{i}']
     names = ('res', 'skip') if 'res' in lp else ('skip',)
     layers.append({
-        'cur': conv[i][k - 1], 'bias': lp['conv']['bias'].reshape(h2),
+        'cur': conv[i][k - 1], 'bias': lp['conv']['bias'].reshape(h2).astype(dtype),
         'out': jnp.concatenate([lp[n]['kernel'] for n in names], 1).astype(dtype),
-        'out_bias': jnp.concatenate([lp[n]['bias'] for n in names])})
+        'out_bias': jnp.concatenate([lp[n]['bias'] for n in names]).astype(dtype)})
   w = {'stem': p['stem'], 'layers': layers, 'head_hidden': p['head_hidden'],
        'head_out': p['head_out'],
        'past': [jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)]}
@@ -112,8 +112,8 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
     emb = [v[:, j, None] * ws[j, 0] for j in range(k)]
   x = (sum(emb) + w['stem']['bias']).astype(dtype)  # [B, R]
   groups, pre = _groups(model), dict(pre or {})
-  if cond is not None:
-    cond = cond.reshape(b, model.num_layers, 2 * h)
+  if cond is not None:  # in the model's dtype, as the layers' inputs and biases
+    cond = cond.reshape(b, model.num_layers, 2 * h).astype(dtype)
   if kernel:  # the layers and the head in one call, which also writes the buffers
     st = w['stack']
     offsets = st['bias'] if cond is None else st['bias'] + jnp.moveaxis(cond, 1, 0)
@@ -123,27 +123,25 @@ def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array 
                                         *st['head'], t, cache['bufs'], group, slot, dil,
                                         *(draw or ()))
     return out, {'t': t + 1, 'stem': past[:, 1:], 'bufs': bufs}, drawn
-  else:
-    ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]
-    for g, ((d, ix), buf, wp) in enumerate(zip(groups, cache['bufs'], w['past'])):
-      if g not in pre:
-        taps = jnp.stack([jax.lax.dynamic_index_in_dim(buf, (t - m * d) % buf.shape[0], 0,
-                                                       False)
-                          for m in range(k - 1, 0, -1)])  # [k - 1, G, B, R]
-        pre[g] = jnp.einsum('jgbr,jgrh->gbh', taps, wp)  # [G, B, 2H]
-      for s, i in enumerate(ix):
-        ahead[i] = pre[g][s]
-    inputs, skips = [], 0.
-    for i, lw in enumerate(w['layers']):
-      inputs.append(x)
-      y = x @ lw['cur'] + ahead[i] + lw['bias']  # [B, 2H]
-      if cond is not None:
-        y = y + cond[:, i]
-      z = gate(y.reshape(b, 2, h))  # [B, H]
-      o = z @ lw['out'] + lw['out_bias']  # [B, R + S], or [B, S] for the last layer
-      if o.shape[-1] > model.skip_channels:
-        x, o = x + o[:, :r], o[:, r:]
-      skips = skips + o
+  ahead = [0.] * model.num_layers  # each layer's past taps through its kernel, [B, 2H]
+  for g, ((d, ix), buf, wp) in enumerate(zip(groups, cache['bufs'], w['past'])):
+    if g not in pre:
+      taps = jnp.stack([jax.lax.dynamic_index_in_dim(buf, (t - m * d) % buf.shape[0], 0, False)
+                        for m in range(k - 1, 0, -1)])  # [k - 1, G, B, R]
+      pre[g] = jnp.einsum('jgbr,jgrh->gbh', taps, wp)  # [G, B, 2H]
+    for s, i in enumerate(ix):
+      ahead[i] = pre[g][s]
+  inputs, skips = [], 0.
+  for i, lw in enumerate(w['layers']):
+    inputs.append(x)
+    y = x @ lw['cur'] + ahead[i] + lw['bias']  # [B, 2H]
+    if cond is not None:
+      y = y + cond[:, i]
+    z = gate(y.reshape(b, 2, h))  # [B, H]
+    o = z @ lw['out'] + lw['out_bias']  # [B, R + S], or [B, S] for the last layer
+    if o.shape[-1] > model.skip_channels:
+      x, o = x + o[:, :r], o[:, r:]
+    skips = skips + o
   bufs = [jax.lax.dynamic_update_index_in_dim(buf, jnp.stack([inputs[i] for i in ix]),
                                               t % buf.shape[0], 0)
           for (d, ix), buf in zip(groups, cache['bufs'])]
@@ -192,12 +190,13 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
   `local_offset`. The steps run in blocks (`_BLOCK` steps; `_BLOCK_ONE_STREAM` for one
   stream): a block draws its random numbers at once, and takes the past taps of each dilation
   >= its length, which all precede the block, through their kernels in one matmul, leaving per
-  step only the taps of the short dilations. `kernel`: the layers in the CPU kernel.
+  step only the taps of the short dilations. `kernel`: each step in the CPU kernel, which reads
+  every past tap itself (and draws a softmax model's codes).
   """
   k, b, groups = model.kernel_size, x.shape[0], _groups(model)
   if gproj is not None:  # constant in time: joins the biases
-    w = dict(w, layers=[dict(lw, bias=lw['bias'] + gproj[:, i].reshape(b, -1))
-                        for i, lw in enumerate(w['layers'])])
+    w = dict(w, layers=[dict(lw, bias=(lw['bias'] + gproj[:, i].reshape(b, -1)).astype(
+        lw['bias'].dtype)) for i, lw in enumerate(w['layers'])])
     w['stack'] = dict(w['stack'], bias=w['stack']['bias'] +
                       jnp.moveaxis(gproj.reshape(b, model.num_layers, -1), 1, 0))
   if local is not None:  # this chunk's frames, projected once per layer

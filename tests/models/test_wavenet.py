@@ -1,6 +1,8 @@
 """WaveNet contracts: causality, receptive field, step vs layer, the cached sampler, the output
 distributions and config errors (models/wavenet/)."""
 
+import shutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,8 +25,11 @@ PATHS = {'jax': False, 'kernel': True}
 
 
 def _path(name):
-  """`kernel=` of the path `name`, failing when the kernel should be there and is not."""
+  """`kernel=` of the path `name`; skips the kernel's where there is no C++ compiler to build
+  it, and fails where there is one and the kernel is not built."""
   if PATHS[name] and not step_kernel.available():
+    if not (shutil.which('c++') or shutil.which('g++')):
+      pytest.skip('no C++ compiler: the install builds no kernel')
     pytest.fail('the WaveNet step kernel is not built: pip install -e . (with a C++ compiler) '
                 'or python -m models.wavenet.kernel_build')
   return PATHS[name]

@@ -124,3 +124,18 @@ def test_kernel_draws_as_the_inverse_cdf_draws(temperature):
   want = sampling.inverse_cdf(out, u, temperature)
   np.testing.assert_array_equal(drawn, want)
   assert len(np.unique(np.asarray(drawn))) > (1 if temperature else 0)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler')
+def test_a_bfloat16_model_steps_in_jax_and_the_kernel_refuses_it_in_one_line():
+  m = wavenet.Model(num_classes=16, residual_channels=8, gate_channels=16, skip_channels=8,
+                    num_layers=2, dilation_cycle=2, dtype='bfloat16', num_global=2,
+                    local_features=3, hop_length=4)
+  v = m.init(jax.random.key(0), jnp.zeros((2, 8), jnp.int32), jnp.zeros((2, 2, 3)),
+             jnp.array([0, 1]))
+  kw = dict(batch=2, local=np.ones((2, 4, 3), np.float32), global_ids=np.array([0, 1]))
+  with pytest.raises(ValueError, match='float32 models, not bfloat16: sample with kernel=False'):
+    next(wavenet.sample_codes(m, v, jax.random.key(1), 6, kernel=True, **kw))
+  # By default it samples on the pure-JAX step, its queues in bfloat16 throughout.
+  codes = next(wavenet.sample_codes(m, v, jax.random.key(1), 6, **kw))
+  assert codes.shape == (2, 6) and codes.min() >= 0 and codes.max() < 16
