@@ -43,11 +43,12 @@ split and 3.5 on test, against mu-law marginal entropies of 7.5 bits
 (`python -m experiments.evaluate --workdir=/tmp/wn --split=validation`).
 
 Expected speed (2-core AMD EPYC, `python -m experiments.benchmark --what=train|sampler
---config=...`): peer, training 29,400 audio samples/s (38% of the matmul peak; the PyTorch
-reference measured beside it: 27,900), the cached sampler 19,300 samples/s for one stream (1.2x
-real time at 16 kHz) and 88,300 for 16 streams in all; the paper-size model, training 6,200
-samples/s in 16 microbatches (55% of the peak; the whole batch at once needs 40 GB) and sampling
-2,900 samples/s for one stream, 15,300 for 16. README's WaveNet table has the commands.
+--config=...`): peer, training 28,700 audio samples/s (35% of the matmul peak; the PyTorch
+reference measured beside it: 28,300), the cached sampler (its step in the CPU kernel) 23,900
+samples/s for one stream (1.5x real time at 16 kHz) and 148,000 for 16 streams in all (the
+pure-JAX step: 18,400 and 84,100); the paper-size model, training 6,200 samples/s in 16
+microbatches (55% of the peak; the whole batch at once needs 40 GB) and sampling 3,700
+samples/s for one stream, 23,300 for 16. README's WaveNet table has the commands.
 
 Expected (mel,runlocal, about 6 minutes with its evaluations): 3.1 bits per sample on
 validation; on the first 4 x 1 s of validation (`--eval=resynthesis`) log-mel L1 1.1, MR-STFT

@@ -4,6 +4,11 @@ Layers that share a dilation share one ring buffer, time first: [(k - 1) d, G, B
 layers of dilation d. A step reads every past tap before it writes anything, so that XLA can
 update the buffers in place (reads interleaved with writes made it copy every buffer, twice, at
 every step), and each tap is one contiguous [G, B, R] row.
+
+On the CPU a step runs, by default, as one call of the compiled kernel (kernel.py,
+step_kernel.cc): the layers, reading the taps from these buffers and writing the new inputs
+into them in place (aliased), the head, and a softmax model's draw. The pure-JAX step below
+is the reference, and the path on GPU and TPU and for bfloat16 models.
 """
 
 from collections.abc import Iterator
