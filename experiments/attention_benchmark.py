@@ -20,6 +20,11 @@ def wall_times(fn, repeats: int) -> list[float]:
   return times
 
 
+def rate_range(work: float, seconds: list[float]) -> list[float]:
+  """[least, most] of work / seconds over the timed windows: the spread of a median rate."""
+  return [work / max(seconds), work / min(seconds)]
+
+
 def median_time(fn, repeats: int) -> float:
   """Median wall seconds of `fn()` over `repeats` calls."""
   return statistics.median(wall_times(fn, repeats))

@@ -25,14 +25,9 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
     step spends coding the batch through the frozen levels below (`frozen_levels_s`, timed
     alone) and its fraction of the step: what codes precomputed into a dataset would save.
 
---what=sampler measures the family's `generate` (float audio from its cached sampler: per-layer
-queues or KV caches on lax.scan) of `--config`'s model with random parameters, for 1 and 16
-streams, in samples/s summed over the streams, and the realtime factor at the dataset's sample
-rate (samples/s per stream / rate), each a median over `--repeats` windows with its spread
-(`_range`); and, for a family with one, the naive sampler that recomputes the whole receptive
-field each step, for one stream. For WaveNet, `sampler_path` says whether the step ran in the
-CPU kernel (models/wavenet/kernel.py) or in XLA ops; with the kernel, the same figures of the
-pure-JAX step follow in the same run (`sampler_jax_*`) and the ratios (`*_kernel_over_jax`).
+--what=sampler measures the family's `generate` (float audio from its cached sampler) of
+`--config`'s model with random parameters, for 1 and 16 streams, and the naive sampler where
+the family has one (experiments/sampler_benchmark.py).
 
 --peer_json (train, sampler) reads the reference WaveNet's figures, measured on the same machine
 (experiments/reference_benchmark.py gives the file's form), and reports beside ours its
@@ -105,7 +100,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-import flax.linen as nn
 from ml_collections import config_flags
 import numpy as np
 
@@ -121,6 +115,7 @@ from experiments import flow_benchmark
 from experiments import gan_benchmark
 from experiments import memory
 from experiments import reference_benchmark
+from experiments import sampler_benchmark
 from experiments import sharding
 from experiments import spectral_benchmark
 from experiments import state as state_lib
@@ -376,7 +371,8 @@ def bench_train() -> dict:
     frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
   return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_unit': unit,
           'train_step_s': seconds, 'train_samples_per_s': rate,
-          'train_samples_per_s_range': _range(b * t, windows), 'train_flops_per_sample': flops,
+          'train_samples_per_s_range': attention_benchmark.rate_range(b * t, windows),
+          'train_flops_per_sample': flops,
           'train_gflops_per_s': gflops, 'matmul_peak_gflops': peak,
           'train_fraction_of_matmul_peak': None if gflops is None else gflops / peak,
           'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
@@ -395,73 +391,10 @@ def _frozen_levels_seconds(family, model, state, batch) -> float | None:
   return _median_time(run, FLAGS.repeats) / FLAGS.steps
 
 
-def _range(work: float, seconds: list[float]) -> list[float]:
-  """[least, most] of work / seconds over the timed windows: the spread of a median rate."""
-  return [work / max(seconds), work / min(seconds)]
-
-
-def random_model(config) -> tuple:
-  """(family, model, variables) of `config` with random parameters."""
-  family, model = models.family(config.model_name), models.create(config)
-  variables = nn.unbox(family.init(model, jax.random.key(0), specs.zeros_batch(config.input, 1)))
-  return family, model, variables
-
-
-def measure_sampler(config, family, model, variables, samples: list[int],
-                    repeats: int, name: str = 'sampler', **options) -> dict:
-  """Samples/s of the family's `generate` (its cached sampler; `options` go to it) for 1 and
-  16 streams, summed over the streams, and as a realtime factor at the dataset's rate; the
-  figures' keys start with `name`."""
-  if model.conditions:
-    raise app.UsageError('the sampler benchmark measures unconditional models; pick such a '
-                         '--config')
-  rate = specs.sample_rate(config.input)
-  out = {'sample_rate': rate, 'receptive_field': getattr(model, 'receptive_field', None)}
-  for streams, n in zip((1, 16), samples):
-    def run(streams=streams, n=n):
-      for chunk in family.generate(model, variables, jax.random.key(1), n, batch=streams,
-                                   chunk_samples=n, **options):
-        assert chunk.shape == (streams, n)
-
-    run()  # compile
-    windows = attention_benchmark.wall_times(run, repeats)
-    sps = streams * n / statistics.median(windows)
-    key = f'{name}_{streams}_stream{"s" if streams > 1 else ""}_samples_per_s'
-    out[key] = sps
-    out[key + '_range'] = _range(streams * n, windows)
-    out[key.replace('samples_per_s', 'realtime_factor')] = sps / streams / rate
-    logging.info('%s %s, %d streams: %.0f samples/s', config.model_name, name, streams, sps)
-  return out
-
-
 def bench_sampler() -> dict:
-  """`measure_sampler` of --config, and its naive reference sampler where it has one."""
-  config = FLAGS.config
-  family, model, variables = random_model(config)
-  samples = [int(n) for n in FLAGS.sampler_samples]
-  out = measure_sampler(config, family, model, variables, samples, FLAGS.repeats)
-  kernel = getattr(family, 'kernel', None)  # WaveNet's CPU kernel of the sampler's step
-  if kernel is not None:
-    out['sampler_path'] = 'kernel' if kernel.usable(model.dtype) else 'jax'
-  if out.get('sampler_path') == 'kernel':  # the pure-JAX step too, in the same run
-    out.update(measure_sampler(config, family, model, variables, samples, FLAGS.repeats,
-                               name='sampler_jax', kernel=False))
-    for key in [k for k in out if k.startswith('sampler_jax_') and k.endswith('_per_s')]:
-      mine = key.replace('sampler_jax_', 'sampler_')
-      out[mine.replace('samples_per_s', 'kernel_over_jax')] = out[mine] / out[key]
-  if not hasattr(family, 'naive_generate'):
-    return out
-  window = jnp.zeros((1, model.receptive_field), jnp.int32)
-  n = FLAGS.naive_samples
-  naive = lambda: family.naive_generate(model, variables, jax.random.key(1), n,
-                                        window).block_until_ready()
-  naive()
-  sps = n / _median_time(naive, FLAGS.repeats)
-  out.update(naive_sampler_1_stream_samples_per_s=sps,
-             naive_sampler_1_stream_realtime_factor=sps / out['sample_rate'],
-             cached_over_naive_1_stream=out['sampler_1_stream_samples_per_s'] / sps)
-  logging.info('naive sampler, 1 stream: %.1f samples/s', sps)
-  return out
+  """experiments/sampler_benchmark.py's figures of --config."""
+  return sampler_benchmark.bench(FLAGS.config, [int(n) for n in FLAGS.sampler_samples],
+                                 FLAGS.repeats, FLAGS.naive_samples)
 
 
 def _target_config():
@@ -561,7 +494,7 @@ def bench_attention() -> dict:
   if config is None:
     logging.warning('no Sparse Transformer sampler figures: %s', source)
   else:
-    out.update(measure_sampler(config, *random_model(config),
+    out.update(sampler_benchmark.measure(config, *sampler_benchmark.random_model(config),
                                [int(n) for n in FLAGS.attention_sampler_samples], FLAGS.repeats))
   return out
 
