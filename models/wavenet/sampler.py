@@ -58,11 +58,12 @@ def layer_conditioning(model: Model, p: dict, cond: jax.Array, name: str) -> jax
                     p[f'layer{i}'][name]['bias'] for i in range(model.num_layers)], axis=-3)
 
 
-def sampler_weights(model: Model, p: dict) -> dict:
+def sampler_weights(model: Model, p: dict, kernel: bool = False) -> dict:
   """The parameters rearranged once for `step`: per layer the current tap's kernel [R, 2H], the
   residual and skip kernels side by side [H, R + S] (one matmul), and per dilation group the past
-  taps' kernels [k - 1, G, R, 2H]; under 'stack', what the CPU kernel takes (kernel.step): the
-  layers' convolution and output kernels and biases stacked, and the head, kernels packed."""
+  taps' kernels [k - 1, G, R, 2H]; or, for the CPU kernel, under 'stack' what it takes
+  (kernel.step): the layers' convolution and output kernels and biases stacked, and the head,
+  kernels packed."""
   k, r, h2 = model.kernel_size, model.residual_channels, model.gate_channels
   dtype = jnp.dtype(model.dtype)
   conv = [p[f'layer{i}']['conv']['kernel'].reshape(k, r, h2).astype(dtype)
@@ -75,17 +76,20 @@ def sampler_weights(model: Model, p: dict) -> dict:
         'cur': conv[i][k - 1], 'bias': lp['conv']['bias'].reshape(h2).astype(dtype),
         'out': jnp.concatenate([lp[n]['kernel'] for n in names], 1).astype(dtype),
         'out_bias': jnp.concatenate([lp[n]['bias'] for n in names]).astype(dtype)})
-  w = {'stem': p['stem'], 'layers': layers, 'head_hidden': p['head_hidden'],
-       'head_out': p['head_out'],
-       'past': [jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)]}
+  w = {'stem': p['stem']}
+  if not kernel:
+    w.update(layers=layers, head_hidden=p['head_hidden'], head_out=p['head_out'],
+             past=[jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)])
   rs = r + model.skip_channels  # the last layer's residual columns, absent, become zeros:
   pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(rs - a.shape[-1], 0)])
-  w['stack'] = {'conv': step_kernel.pack(jnp.stack([c.reshape(k * r, h2) for c in conv])),
-                'bias': jnp.stack([lw['bias'] for lw in layers])[:, None],  # [L, 1, 2H]
-                'out': step_kernel.pack(jnp.stack([pad(lw['out']) for lw in layers])),
-                'out_bias': jnp.stack([pad(lw['out_bias']) for lw in layers]),
-                'head': [step_kernel.pack(p['head_hidden']['kernel']), p['head_hidden']['bias'],
-                         step_kernel.pack(p['head_out']['kernel']), p['head_out']['bias']]}
+  if kernel:
+    w['stack'] = {'conv': step_kernel.pack(jnp.stack([c.reshape(k * r, h2) for c in conv])),
+                  'bias': jnp.stack([lw['bias'] for lw in layers])[:, None],  # [L, 1, 2H]
+                  'out': step_kernel.pack(jnp.stack([pad(lw['out']) for lw in layers])),
+                  'out_bias': jnp.stack([pad(lw['out_bias']) for lw in layers]),
+                  'head': [step_kernel.pack(p['head_hidden']['kernel']),
+                           p['head_hidden']['bias'], step_kernel.pack(p['head_out']['kernel']),
+                           p['head_out']['bias']]}
   if model.local_features:
     w['local'] = {n: jnp.stack([p[f'layer{i}']['local'][n].reshape(-1, h2)
                                 for i in range(model.num_layers)], -2)
@@ -96,7 +100,8 @@ def sampler_weights(model: Model, p: dict) -> dict:
 def _step(model: Model, w: dict, cache: dict, codes: jax.Array, cond: jax.Array | None,
           pre: dict | None = None, kernel: bool = False, draw: tuple | None = None
           ) -> tuple[jax.Array, dict, jax.Array | None]:
-  """`step` on the weights of `sampler_weights`, and the next codes where it drew them.
+  """`step` on the weights of `sampler_weights(..., kernel)`, and the next codes where it drew
+  them.
 
   `pre` maps a dilation group's index to its layers' past taps through their kernels at this
   step, [G, B, 2H], where the caller computed them ahead; the other groups read their buffers.
@@ -165,7 +170,7 @@ def step(model: Model, p: dict, cache: dict, codes: jax.Array,
   """
   if kernel is None:
     kernel = step_kernel.usable(model.dtype)
-  return _step(model, sampler_weights(model, p), cache, codes, cond, kernel=kernel)[:2]
+  return _step(model, sampler_weights(model, p, kernel), cache, codes, cond, kernel=kernel)[:2]
 
 
 # Steps per inner loop of `_run`, by the streams in the loop: one stream runs 15-20% faster in
@@ -199,11 +204,12 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
   every past tap itself (and draws a softmax model's codes).
   """
   k, b, groups = model.kernel_size, x.shape[0], _groups(model)
-  if gproj is not None:  # constant in time: joins the biases
+  if gproj is not None and kernel:  # constant in time: joins the biases
+    w = dict(w, stack=dict(w['stack'], bias=w['stack']['bias'] +
+                           jnp.moveaxis(gproj.reshape(b, model.num_layers, -1), 1, 0)))
+  elif gproj is not None:
     w = dict(w, layers=[dict(lw, bias=(lw['bias'] + gproj[:, i].reshape(b, -1)).astype(
         lw['bias'].dtype)) for i, lw in enumerate(w['layers'])])
-    w['stack'] = dict(w['stack'], bias=w['stack']['bias'] +
-                      jnp.moveaxis(gproj.reshape(b, model.num_layers, -1), 1, 0))
   if local is not None:  # this chunk's frames, projected once per layer
     hop, last = model.hop_length, local.shape[1] - 1
     nf = n // hop + 2
@@ -231,8 +237,9 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
   def block(carry, forced_block, length):
     t, s = carry[0]['t'], jnp.arange(length)
     pre = {}
-    for g, ((d, _), buf, wp) in enumerate(zip(groups, carry[0]['bufs'], w['past'])):
-      if d >= length and not kernel:  # the kernel reads every tap itself
+    past = () if kernel else w['past']  # the kernel reads every tap itself
+    for g, ((d, _), buf, wp) in enumerate(zip(groups, carry[0]['bufs'], past)):
+      if d >= length:
         taps = jnp.stack([buf[(t + s - m * d) % buf.shape[0]]
                           for m in range(k - 1, 0, -1)])  # [k - 1, S, G, B, R]
         pre[g] = jnp.einsum('jsgbr,jgrh->sgbh', taps, wp)  # [S, G, B, 2H]
@@ -258,16 +265,17 @@ def _run(model: Model, w: dict, cache: dict, x: jax.Array, rng: jax.Array,
   return cache, x, jnp.concatenate(codes).T  # [B, n]
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def _prepare(model: Model, variables: dict, global_ids: jax.Array | None,
-             local: jax.Array | None):
-  """(sampler weights, global gate offsets [B, L, 2, H], local conditioning [B, F, C]); jitted,
-  because fetching the parameters through flax checks every shape (~0.2 s a call)."""
+             local: jax.Array | None, kernel: bool):
+  """(sampler weights for the kernel or not, global gate offsets [B, L, 2, H], local
+  conditioning [B, F, C]); jitted, because fetching the parameters through flax checks every
+  shape (~0.2 s a call)."""
   p = unboxed_params(model, variables)
   gproj = None if global_ids is None else layer_conditioning(
       model, p, p['global_embed'][global_ids], 'global')
   lc = None if local is None else condition(model, p, local)
-  return sampler_weights(model, p), gproj, lc
+  return sampler_weights(model, p, kernel), gproj, lc
 
 
 def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int,
@@ -314,12 +322,12 @@ def sample_codes(model: Model, variables: dict, rng: jax.Array, num_samples: int
                      f'{model.num_global - 1}')
   if model.local_features and local is None:
     raise ValueError('this model is locally conditioned: pass frame features [B, F, D]')
+  kernel = step_kernel.usable(model.dtype) if kernel is None else kernel
   w, gproj, lc = _prepare(
       model, variables,
       jnp.asarray(global_ids, jnp.int32) if model.num_global else None,
-      jnp.asarray(local, jnp.float32) if model.local_features else None)
+      jnp.asarray(local, jnp.float32) if model.local_features else None, kernel)
   temperature = jnp.float32(temperature)
-  kernel = step_kernel.usable(model.dtype) if kernel is None else kernel
 
   def part(lo, hi):  # the chunks of streams [lo, hi)
     cond = [None if a is None else a[lo:hi] for a in (gproj, lc)] + [

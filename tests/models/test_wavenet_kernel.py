@@ -115,7 +115,7 @@ def test_kernel_draws_as_the_inverse_cdf_draws(temperature):
   m = wavenet.Model(num_classes=32, residual_channels=16, gate_channels=32, skip_channels=16,
                     num_layers=4, dilation_cycle=2)
   v = m.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
-  w = wavenet.sampler_weights(m, wavenet.unboxed_params(m, v))
+  w = wavenet.sampler_weights(m, wavenet.unboxed_params(m, v), kernel=True)
   b = 256
   codes = jax.random.randint(jax.random.key(1), (b,), 0, m.num_classes)
   u = (jnp.arange(b) + 0.5) / b
