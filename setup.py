@@ -14,8 +14,8 @@ import shutil
 import setuptools
 from setuptools.command import build_ext
 
-_KERNEL = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models',
-                                      'wavenet', 'kernel_build.py'))
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_KERNEL = runpy.run_path(os.path.join(_ROOT, 'models', 'wavenet', 'kernel_build.py'))
 
 
 class _BuildKernel(build_ext.build_ext):
@@ -50,7 +50,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['data', 'data.*', 'experiments', 'experiments.*',
                                                'models', 'models.*']),
     ext_modules=[setuptools.Extension('models.wavenet.' + _KERNEL['NAME'],
-                                      [os.path.join('models', 'wavenet', 'step_kernel.cc')],
+                                      [os.path.relpath(f, _ROOT) for f in _KERNEL['SOURCES']],
+                                      depends=[os.path.relpath(f, _ROOT) for f in _KERNEL['HEADERS']],
                                       language='c++', optional=True)],
     cmdclass={'build_ext': _BuildKernel},
     install_requires=[

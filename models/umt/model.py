@@ -186,7 +186,7 @@ def _decoder_fields(model: Model) -> dict:
           'num_classes': model.num_classes, 'encoding': model.encoding,
           'local_keys': (LATENT_KEY,), 'local_features': model.latent_dim,
           'hop_length': model.hop_length, 'output': 'softmax', 'num_global': 0,
-          'global_key': None}
+          'global_key': None, 'kernel': False}  # vmapped over rows and decoders: pure JAX
 
 
 def decoder(model: Model) -> wavenet.Model:

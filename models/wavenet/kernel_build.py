@@ -1,4 +1,5 @@
-"""Compiles the sampler's CPU kernel (step_kernel.cc) into a shared library beside it.
+"""Compiles the WaveNet CPU kernels (step_kernel.cc, the sampler's step; stack_kernel.cc, the
+layer stack's training forward and backward) into one shared library beside them.
 
 setup.py runs this when the package is installed; `python -m models.wavenet.kernel_build`
 runs it again after an edit. It needs a C++17 compiler and the XLA FFI headers that jaxlib
@@ -15,7 +16,8 @@ import sysconfig
 import tempfile
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(_HERE, 'step_kernel.cc')
+SOURCES = tuple(os.path.join(_HERE, f) for f in ('step_kernel.cc', 'stack_kernel.cc'))
+HEADERS = (os.path.join(_HERE, 'kernel_util.h'),)
 # The extension suffix makes the file setuptools' build_ext writes and the one kernel.py loads
 # the same.
 NAME = '_step_kernel'
@@ -55,17 +57,17 @@ def flags(cxx: str) -> list[str]:
 
 
 def build(out: str = LIBRARY, cxx: str | None = None) -> str:
-  """Compiles SOURCE into `out` (written whole, then renamed); RuntimeError in one line when
+  """Compiles SOURCES into `out` (written whole, then renamed); RuntimeError in one line when
   there is no compiler, no headers, or the compile fails."""
   cxx = cxx or compiler()
   if not shutil.which(cxx):
     raise RuntimeError(f'{cxx}: no such compiler')
   tmp = out + '.partial'
-  cmd = [cxx, *flags(cxx), '-shared', '-I', include_dir(), SOURCE, '-o', tmp]
+  cmd = [cxx, *flags(cxx), '-shared', '-I', include_dir(), *SOURCES, '-o', tmp]
   res = subprocess.run(cmd, capture_output=True, text=True)
   if res.returncode:
     errors = [l for l in res.stderr.splitlines() if 'error' in l] or res.stderr.splitlines()
-    raise RuntimeError(f'{cxx} failed on {SOURCE}: {(errors or ["no output"])[0]}')
+    raise RuntimeError(f'{cxx} failed on {" ".join(SOURCES)}: {(errors or ["no output"])[0]}')
   os.replace(tmp, out)
   return out
 

@@ -13,6 +13,7 @@ from models.layers import autoregressive
 from models.layers import conditioning
 from models.layers import params as params_lib
 from models.layers import sampling
+from models.wavenet import kernel as kernel_lib
 
 OUTPUTS = ('softmax', 'mixture', 'gaussian')
 LOG_SCALE_MIN = -7.  # the least log scale of a logistic or Gaussian output (ClariNet's floor)
@@ -62,6 +63,9 @@ class Model(nn.Module):
   hop_length: int = 0  # samples per conditioning frame (derived from the dataset)
   dtype: str = 'float32'  # activations
   param_dtype: str = 'float32'
+  # The residual layers as the CPU kernel (kernel.stack): None takes it where it runs (float32,
+  # the CPU, no sharded mesh; built at install), False keeps the pure-JAX layers.
+  kernel: bool | None = None
 
   def __post_init__(self):
     if self.output not in OUTPUTS:
@@ -156,11 +160,23 @@ class Model(nn.Module):
     # Mixed precision: parameters are kept in param_dtype (and so are their gradients and the
     # optimizer state); the network computes in dtype; the logits and losses are float32.
     p = params_lib.cast(self._params(), dtype)
-    t, h = codes.shape[1], self.gate_channels // 2
     x = stem(self, p, codes).astype(dtype)  # [B, T, R]
     x = nn.with_logical_constraint(x, ('batch', 'time', 'embed'))
     lc = condition(self, p, local) if self.local_features else None  # [B, F, C]
     gc = p['global_embed'][global_ids] if self.num_global else None  # [B, G]
+    if self.kernel or (self.kernel is None and kernel_lib.usable(dtype) and
+                       kernel_lib.unsharded()):
+      skips = self._kernel_layers(p, x, gc, lc)
+    else:
+      skips = self._layers(p, x, gc, lc)
+    out = head(p, skips)
+    return nn.with_logical_constraint(out.astype(jnp.float32), ('batch', 'time', 'vocab'))
+
+  def _layers(self, p: dict, x: jax.Array, gc: jax.Array | None,
+              lc: jax.Array | None) -> jax.Array:
+    """The residual layers' summed skip outputs [B, T, S] of the stem's output x [B, T, R],
+    given the global [B, G] and local [B, F, C] conditioning (None without)."""
+    t, h = x.shape[1], self.gate_channels // 2
     if self.local_features:
       frame = jnp.minimum((jnp.arange(t) + 1) // self.hop_length, lc.shape[1] - 1)  # [T]
     zs = []
@@ -190,8 +206,31 @@ class Model(nn.Module):
     skips = jnp.einsum('btlh,lhs->bts', jnp.stack(zs, axis=2), jnp.stack(
         [p[f'layer{i}']['skip']['kernel'] for i in range(self.num_layers)]))
     skips = skips + sum(p[f'layer{i}']['skip']['bias'] for i in range(self.num_layers))
-    out = head(p, skips)
-    return nn.with_logical_constraint(out.astype(jnp.float32), ('batch', 'time', 'vocab'))
+    return skips
+
+  def _kernel_layers(self, p: dict, x: jax.Array, gc: jax.Array | None,
+                     lc: jax.Array | None) -> jax.Array:
+    """The residual layers' summed skip outputs [B, T, S] of the stem's output x, as the CPU
+    kernel computes them (kernel.stack: the arithmetic of _layers)."""
+    r, h = self.residual_channels, self.gate_channels // 2
+    layers = [p[f'layer{i}'] for i in range(self.num_layers)]
+    conv = jnp.stack([lp['conv']['kernel'].reshape(-1, 2 * h) for lp in layers])
+    offsets = jnp.stack([lp['conv']['bias'].reshape(2 * h) for lp in layers])[:, None, None]
+    if self.num_global:  # [L, B, 1, 2H]
+      offsets = offsets + jnp.stack([
+          jnp.einsum('bc,cgh->bgh', gc, lp['global']['kernel']) + lp['global']['bias']
+          for lp in layers]).reshape(len(layers), -1, 1, 2 * h)
+    if self.local_features:  # [L, B, F, 2H], frame min((t + 1) // hop, F - 1) at t
+      f = jnp.stack([jnp.einsum('bfc,cgh->bfgh', lc, lp['local']['kernel']) +
+                     lp['local']['bias'] for lp in layers])
+      offsets = offsets + f.reshape(*f.shape[:3], 2 * h)
+    none = {'kernel': jnp.zeros((h, r), x.dtype), 'bias': jnp.zeros((r,), x.dtype)}
+    out = jnp.stack([jnp.concatenate([lp.get('res', none)['kernel'], lp['skip']['kernel']], -1)
+                     for lp in layers])  # [L, H, R + S]
+    out_b = jnp.stack([jnp.concatenate([lp.get('res', none)['bias'], lp['skip']['bias']])
+                       for lp in layers])
+    return kernel_lib.stack(x, conv, offsets, out, out_b, self.dilations,
+                            self.hop_length if self.local_features else 0)
 
 
 def stem(model: Model, p: dict, codes: jax.Array) -> jax.Array:
