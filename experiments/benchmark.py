@@ -21,6 +21,9 @@ r"""Throughput and latency figures, written as JSON with a description of the ma
   * the matmul FLOPs per sample (2 x the multiply-adds of every per-sample kernel, x 3 for the
     backward pass), the GFLOP/s they amount to, and their fraction of the machine's measured
     float32 matmul peak;
+  * for a WaveNet whose layers run in the CPU kernel (`train_layers`: kernel, or jax), the
+    same step with the pure-JAX layers in the same run (`train_jax_samples_per_s`, its share of
+    the peak) and the ratio (`train_kernel_over_jax`);
   * for a VQ-VAE level or prior (experiments/configs/vqvae.py, random levels), the time its
     step spends coding the batch through the frozen levels below (`frozen_levels_s`, timed
     alone) and its fraction of the step: what codes precomputed into a dataset would save.
@@ -122,6 +125,7 @@ from experiments import state as state_lib
 from experiments import train
 import models
 from models import attention
+from models import wavenet
 
 FLAGS = flags.FLAGS
 
@@ -332,9 +336,10 @@ def random_batch(input_config, rng: np.random.Generator, batch_size: int | None 
   return out
 
 
-def bench_train() -> dict:
-  config = FLAGS.config
-  family, model = models.family(config.model_name), models.create(config)
+def _train_rate(config, family, model) -> dict:
+  """One jitted training step of `model` on a random batch of `config`'s shapes, timed: the
+  step's median seconds, samples/s and their spread, batch shape, parameters and the frozen
+  levels' share where there are any."""
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
   init = train.init_fn(config, family, model)
@@ -361,21 +366,42 @@ def bench_train() -> dict:
     windows = [w / FLAGS.steps for w in attention_benchmark.wall_times(run, FLAGS.repeats)]
     seconds = statistics.median(windows)
     frozen = _frozen_levels_seconds(family, model, holder[0], batch)
-  rate = b * t / seconds
-  flops = model_train_flops_per_sample(config)
-  peak = matmul_peak_gflops()
-  gflops = None if flops is None else rate * flops / 1e9
-  logging.info('train: %.0f samples/s, %s GFLOP/s of %.1f peak', rate,
-               '?' if gflops is None else f'{gflops:.1f}', peak)
+    cpu_kernel = (isinstance(model, wavenet.Model) and
+                  wavenet.kernel.STACK_FORWARD in step.lower(holder[0], batch).as_text())
   if frozen is not None:
     frozen = {'frozen_levels_s': frozen, 'frozen_levels_fraction_of_step': frozen / seconds}
   return {**(frozen or {}), 'train_batch_size': b, 'train_crop_samples': t, 'train_unit': unit,
-          'train_step_s': seconds, 'train_samples_per_s': rate,
+          'train_step_s': seconds, 'train_samples_per_s': b * t / seconds,
           'train_samples_per_s_range': attention_benchmark.rate_range(b * t, windows),
-          'train_flops_per_sample': flops,
-          'train_gflops_per_s': gflops, 'matmul_peak_gflops': peak,
-          'train_fraction_of_matmul_peak': None if gflops is None else gflops / peak,
-          'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params'])))}
+          'parameters': int(sum(np.prod(v.shape) for v in jax.tree.leaves(state['params']))),
+          **({'train_layers': 'kernel' if cpu_kernel else 'jax'}
+             if isinstance(model, wavenet.Model) else {})}
+
+
+def bench_train() -> dict:
+  """--config's training step (_train_rate) and its share of the matmul peak; for a WaveNet
+  whose layers run in the CPU kernel (models/wavenet/kernel.py), the pure-JAX layers' step
+  timed in the same run too (`train_jax_*`) and the ratio (`train_kernel_over_jax`)."""
+  config = FLAGS.config
+  family, model = models.family(config.model_name), models.create(config)
+  out = _train_rate(config, family, model)
+  if out.get('train_layers') == 'kernel':
+    jax_out = _train_rate(config, family, model.clone(kernel=False))
+    out.update(train_jax_samples_per_s=jax_out['train_samples_per_s'],
+               train_jax_samples_per_s_range=jax_out['train_samples_per_s_range'],
+               train_kernel_over_jax=out['train_samples_per_s'] / jax_out['train_samples_per_s'])
+  flops = model_train_flops_per_sample(config)
+  peak = matmul_peak_gflops()
+  rate = out['train_samples_per_s']
+  gflops = None if flops is None else rate * flops / 1e9
+  logging.info('train: %.0f samples/s, %s GFLOP/s of %.1f peak', rate,
+               '?' if gflops is None else f'{gflops:.1f}', peak)
+  out.update(train_flops_per_sample=flops, train_gflops_per_s=gflops, matmul_peak_gflops=peak,
+             train_fraction_of_matmul_peak=None if gflops is None else gflops / peak)
+  if 'train_jax_samples_per_s' in out and flops is not None:
+    out['train_jax_fraction_of_matmul_peak'] = (out['train_jax_samples_per_s'] * flops / 1e9 /
+                                                peak)
+  return out
 
 
 def _frozen_levels_seconds(family, model, state, batch) -> float | None:

@@ -27,8 +27,11 @@ The sampler (`init_cache`, `step`, `sample_codes`) keeps for each layer a ring b
 network rather than the receptive field; `naive_generate` recomputes the receptive field and
 serves as the reference for tests and benchmarks. Both are pure functions of the parameters.
 On the CPU the cached sampler's step runs, by default, as one call of a compiled kernel
-(kernel.py, step_kernel.cc: the layers and the head, ~2x faster for 8+ streams); the pure-JAX
-step stays the reference and the path on GPU and TPU, and where the kernel is not built.
+(kernel.py, step_kernel.cc: the layers and the head, ~2x faster for 8+ streams), and so do the
+residual layers of a float32 model's forward and backward in training and evaluation
+(stack_kernel.cc, a custom_vjp; `Model.kernel`), unless a mesh of several devices shards them.
+The pure-JAX paths stay the reference and the path on GPU and TPU, and where the kernels are
+not built.
 
 The family contract (models/__init__.py): `init`, `loss` (teacher-forced NLL in nats per
 sample, with bits per sample) and `generate` (float audio chunks) below, on the shared code
@@ -37,7 +40,7 @@ machinery of models/layers/autoregressive.py. Conditioning comes from the batch 
 """
 
 from models.layers import autoregressive
-from models.wavenet import kernel  # the sampler's CPU kernel (benchmark.py reports its path)
+from models.wavenet import kernel  # the CPU kernels (benchmark.py reports their paths)
 from models.wavenet.model import OUTPUTS
 from models.wavenet.model import Model
 from models.wavenet.model import condition

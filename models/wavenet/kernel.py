@@ -161,9 +161,8 @@ def _stack_backward(dilations, hop, residuals, dskips):
   (l, kr, h2), r = conv.shape, xs.shape[-1]
   conv_t = pack(jnp.swapaxes(conv.reshape(l, kr // r, r, h2), -1, -2))  # [L, k, 2H, R]
   out_t = pack(jnp.swapaxes(out, -1, -2))  # [L, R + S, H]
-  results = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (
-      jax.ShapeDtypeStruct((*dskips.shape[:2], r), jnp.float32), conv, offsets, out,
-      jax.ShapeDtypeStruct((l, out.shape[-1]), jnp.float32))]
+  shapes = [(*dskips.shape[:2], r), conv.shape, offsets.shape, out.shape, (l, out.shape[-1])]
+  results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
   return tuple(jax.ffi.ffi_call(STACK_BACKWARD, results, vmap_method='sequential')(
       dskips, xs, ts, offsets, conv_t, out_t, dilation=np.asarray(dilations, np.int64),
       hop=np.int64(hop), threads=np.int64(threads())))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +19,8 @@ from experiments import gan_benchmark
 from experiments import reference_benchmark
 from experiments import train_gan
 from models import attention
+
+HAS_COMPILER = bool(shutil.which('c++') or shutil.which('g++'))  # builds the CPU kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,6 +84,12 @@ def test_train_benchmark_writes_json(tmp_path):
     assert figures[key] > 0, key
   lo, hi = figures['train_samples_per_s_range']
   assert lo <= figures['train_samples_per_s'] <= hi
+  if figures['train_layers'] == 'kernel':  # the CPU kernel, built at install: both paths timed
+    assert figures['train_jax_samples_per_s'] > 0
+    assert figures['train_kernel_over_jax'] == pytest.approx(
+        figures['train_samples_per_s'] / figures['train_jax_samples_per_s'])
+  else:
+    assert not HAS_COMPILER and figures['train_layers'] == 'jax'
 
 
 def test_sampler_benchmark_writes_json(tmp_path):
