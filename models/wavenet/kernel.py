@@ -27,7 +27,7 @@ STACK_FORWARD, STACK_BACKWARD = 'wavegen_wavenet_stack_forward', 'wavegen_wavene
 
 # step_kernel.cc's WavegenWavenetStepAbi(): the operands' layout of both kernels; a mismatch is
 # a stale library.
-ABI = 4
+ABI = 5
 
 
 @functools.cache
@@ -110,7 +110,7 @@ def step(x: jax.Array, offsets: jax.Array, conv: jax.Array, out: jax.Array, out_
   temperature = jnp.asarray(1. if temperature is None else temperature, jnp.float32)
   output, codes, *bufs = call(*floats, jnp.asarray(t, jnp.int32), u, temperature,
                               *(buf.astype(jnp.float32) for buf in bufs), **ints,
-                              draw=np.int64(draw))
+                              draw=np.int64(draw), threads=np.int64(threads()))
   return output, codes if draw else None, bufs
 
 

@@ -227,3 +227,22 @@ def test_the_model_takes_the_stack_kernel_only_where_it_runs():
     assert _takes_stack_kernel(m, v, inputs)  # one device: nothing to partition
   with jax.set_mesh(sharding.make_mesh({'data': -1, 'model': 1})):  # the 8 test devices
     assert not _takes_stack_kernel(m, v, inputs)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason='no C++ compiler')
+@pytest.mark.parametrize('batch', [1, 2, 3])
+def test_step_kernel_draws_the_same_with_its_helper_thread(monkeypatch, batch):
+  # With 2 or more cores a step of 1 or 2 streams runs its second half of layers and the head
+  # on a helper thread; 3 streams, or one core, run all on the caller's. Same codes either way.
+  m = wavenet.Model(num_classes=32, residual_channels=16, gate_channels=32, skip_channels=16,
+                    num_layers=5, dilation_cycle=3, num_global=2)
+  v = m.init(jax.random.key(0), jnp.zeros((batch, 4), jnp.int32), None, jnp.zeros(batch, int))
+  codes = {}
+  for n in (1, 2):
+    monkeypatch.setattr(step_kernel, 'threads', lambda n=n: n)
+    jax.clear_caches()  # the sampler's jitted loop holds the count it was traced with
+    codes[n] = np.concatenate(list(wavenet.sample_codes(
+        m, v, jax.random.key(1), 60, batch=batch, global_ids=np.arange(batch) % 2,
+        kernel=True)), 1)
+  np.testing.assert_array_equal(codes[1], codes[2])
+  assert len(np.unique(codes[1])) > 3
