@@ -42,13 +42,14 @@ Expected (runlocal, 2-core CPU, about 3 minutes): 3.3 bits per sample on the who
 split and 3.5 on test, against mu-law marginal entropies of 7.5 bits
 (`python -m experiments.evaluate --workdir=/tmp/wn --split=validation`).
 
-Expected speed (2-core AMD EPYC, `python -m experiments.benchmark --what=train|sampler
---config=...`): peer, training 28,700 audio samples/s (35% of the matmul peak; the PyTorch
-reference measured beside it: 28,300), the cached sampler (its step in the CPU kernel) 23,900
-samples/s for one stream (1.5x real time at 16 kHz) and 148,000 for 16 streams in all (the
-pure-JAX step: 18,400 and 84,100); the paper-size model, training 6,200 samples/s in 16
-microbatches (55% of the peak; the whole batch at once needs 40 GB) and sampling 3,700
-samples/s for one stream, 23,300 for 16. README's WaveNet table has the commands.
+Expected speed (2-core Intel Xeon, AVX-512, `python -m experiments.benchmark --what=train|sampler
+--config=...`), with the CPU kernels (models/wavenet/kernel.py): peer, training 40,600 audio
+samples/s (57% of the matmul peak; the pure-JAX layers 24,300; the PyTorch reference measured
+beside it: 24,800), the cached sampler 26,600 samples/s for one stream (1.7x real time at
+16 kHz) and 111,000 for 16 streams in all (the pure-JAX step: 9,800 and 46,300); the
+paper-size model, training 8,400 samples/s in 16 microbatches (83% of the peak; the whole batch
+at once needs 40 GB) and sampling 1,460 samples/s for one stream, 18,200 for 16. README's
+WaveNet table has the commands.
 
 Expected (mel,runlocal, about 6 minutes with its evaluations): 3.1 bits per sample on
 validation; on the first 4 x 1 s of validation (`--eval=resynthesis`) log-mel L1 1.1, MR-STFT
@@ -93,7 +94,7 @@ def get_config(arg: str | None = None):
     c.model.update(residual_channels=64, gate_channels=128, skip_channels=64, num_layers=30)
     c.input.batch_size = 4
     c.input.crop_samples = 8000
-    c.microbatches = 4  # CPU: 1.4x the throughput of whole batches (set 1 on accelerators)
+    c.microbatches = 4  # CPU: 1.3x the throughput of whole batches (set 1 on accelerators)
 
   if arg.midi:
     c.input.frame_features = ('pianoroll', 'onsets', 'velocities')
