@@ -36,9 +36,11 @@ constexpr int kTileRows = kLanes == 16 ? 8 : 4;  // 16 accumulator registers eit
 
 inline int64_t Padded(int64_t n) { return (n + kPanel - 1) / kPanel * kPanel; }
 
-// c[0:M, 0:kPanel] += a[0:M, 0:K] panel; the accumulators stay in registers.
-template <int M>
-inline void Tile(const float* a, int64_t lda, const float* panel, float* c, int64_t ldc,
+// c[0:M, 0:kPanel] += sum over k < k_len of a(m, k) b[k ldb + 0:kPanel], the accumulators in
+// registers: a(m, k) = a[m lda + k] (a product with a packed panel, ldb = kPanel), or with
+// Transposed a[k lda + m] (a weight gradient a^T b over k_len rows).
+template <int M, bool Transposed = false>
+inline void Tile(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                  int64_t k_len) {
   Vec acc[M][kPanelVecs];
 #pragma GCC unroll 8
@@ -46,14 +48,14 @@ inline void Tile(const float* a, int64_t lda, const float* panel, float* c, int6
 #pragma GCC unroll 4
     for (int v = 0; v < kPanelVecs; ++v) acc[m][v] = Load(c + m * ldc + v * kLanes);
   for (int64_t k = 0; k < k_len; ++k) {
-    Vec wv[kPanelVecs];
+    Vec bv[kPanelVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < kPanelVecs; ++v) wv[v] = Load(panel + k * kPanel + v * kLanes);
+    for (int v = 0; v < kPanelVecs; ++v) bv[v] = Load(b + k * ldb + v * kLanes);
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
-      const float s = a[m * lda + k];
+      const float s = Transposed ? a[k * lda + m] : a[m * lda + k];
 #pragma GCC unroll 4
-      for (int v = 0; v < kPanelVecs; ++v) acc[m][v] += s * wv[v];
+      for (int v = 0; v < kPanelVecs; ++v) acc[m][v] += s * bv[v];
     }
   }
 #pragma GCC unroll 8
@@ -72,11 +74,11 @@ inline void Gemm(const float* a, int64_t lda, const float* w, int64_t n, float* 
     float* cp = c + p * kPanel;
     int64_t i = 0;
     for (; i + kTileRows <= rows; i += kTileRows)
-      Tile<kTileRows>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len);
+      Tile<kTileRows>(a + i * lda, lda, panel, kPanel, cp + i * ldc, ldc, k_len);
     if (kTileRows > 4 && i + 4 <= rows)
-      Tile<4>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len), i += 4;
-    if (i + 2 <= rows) Tile<2>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len), i += 2;
-    if (i < rows) Tile<1>(a + i * lda, lda, panel, cp + i * ldc, ldc, k_len);
+      Tile<4>(a + i * lda, lda, panel, kPanel, cp + i * ldc, ldc, k_len), i += 4;
+    if (i + 2 <= rows) Tile<2>(a + i * lda, lda, panel, kPanel, cp + i * ldc, ldc, k_len), i += 2;
+    if (i < rows) Tile<1>(a + i * lda, lda, panel, kPanel, cp + i * ldc, ldc, k_len);
   }
 }
 

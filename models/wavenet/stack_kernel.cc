@@ -53,33 +53,6 @@ using namespace wavegen;  // NOLINT: the shared pieces, kernel_util.h
 
 constexpr int64_t kChunk = 32;  // rows per pass: a chunk's y, z and o stay in L1
 
-// c[0:M, 0:kPanel] += sum_r a[r lda + m] b[r ldb + 0:kPanel] over `rows` rows: one tile of a
-// weight gradient a^T b, the accumulators in registers.
-template <int M>
-inline void TileT(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                  int64_t ldc, int64_t rows) {
-  Vec acc[M][kPanelVecs];
-#pragma GCC unroll 8
-  for (int m = 0; m < M; ++m)
-#pragma GCC unroll 4
-    for (int v = 0; v < kPanelVecs; ++v) acc[m][v] = Load(c + m * ldc + v * kLanes);
-  for (int64_t r = 0; r < rows; ++r) {
-    Vec bv[kPanelVecs];
-#pragma GCC unroll 4
-    for (int v = 0; v < kPanelVecs; ++v) bv[v] = Load(b + r * ldb + v * kLanes);
-#pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) {
-      const float s = a[r * lda + m];
-#pragma GCC unroll 4
-      for (int v = 0; v < kPanelVecs; ++v) acc[m][v] += s * bv[v];
-    }
-  }
-#pragma GCC unroll 8
-  for (int m = 0; m < M; ++m)
-#pragma GCC unroll 4
-    for (int v = 0; v < kPanelVecs; ++v) Store(c + m * ldc + v * kLanes, acc[m][v]);
-}
-
 // c[0:K, 0:Padded(N)] += a[rows, K]^T b[rows, Padded(N)]: a weight gradient over a chunk of
 // rows; b's rows are read to Padded(N) (zero-padded), c has row stride ldc >= Padded(N).
 void GemmT(const float* a, int64_t lda, int64_t k_len, const float* b, int64_t ldb, int64_t n,
@@ -89,11 +62,11 @@ void GemmT(const float* a, int64_t lda, int64_t k_len, const float* b, int64_t l
     float* cp = c + p * kPanel;
     int64_t m = 0;
     for (; m + kTileRows <= k_len; m += kTileRows)
-      TileT<kTileRows>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows);
+      Tile<kTileRows, true>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows);
     if (kTileRows > 4 && m + 4 <= k_len)
-      TileT<4>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows), m += 4;
-    if (m + 2 <= k_len) TileT<2>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows), m += 2;
-    if (m < k_len) TileT<1>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows);
+      Tile<4, true>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows), m += 4;
+    if (m + 2 <= k_len) Tile<2, true>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows), m += 2;
+    if (m < k_len) Tile<1, true>(a + m, lda, bp, ldb, cp + m * ldc, ldc, rows);
   }
 }
 
