@@ -115,8 +115,11 @@ def step(x: jax.Array, offsets: jax.Array, conv: jax.Array, out: jax.Array, out_
 
 
 def threads() -> int:
-  """The cores this process may run on: the stack kernel splits its rows over as many."""
-  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  """The cores this process may run on: the stack kernel splits its rows over as many, and the
+  sampler's step takes its helper thread with 2 or more (step_kernel.cc)."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def _require() -> None:
