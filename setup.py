@@ -2,9 +2,10 @@
 
 The version ranges are the ones this project was tested with (Python 3.11, CPU, 2026-11).
 
-Installing compiles the WaveNet sampler's CPU kernel (models/wavenet/step_kernel.cc, with the
-XLA FFI headers of the jaxlib that pyproject.toml puts in the build environment). Without a
-C++ compiler the install goes on without it, and the sampler runs its pure-JAX step.
+Installing compiles the WaveNet CPU kernels (models/wavenet/step_kernel.cc, the sampler's step;
+stack_kernel.cc, the training layer stack) with the XLA FFI headers of the jaxlib that
+pyproject.toml puts in the build environment. Without a C++ compiler the install goes on without
+them, and sampling and training run the pure-JAX layers.
 """
 
 import os
@@ -19,7 +20,7 @@ _KERNEL = runpy.run_path(os.path.join(_ROOT, 'models', 'wavenet', 'kernel_build.
 
 
 class _BuildKernel(build_ext.build_ext):
-  """build_ext for the kernel: kernel_build.py's compiler, flags and headers; a failure is a
+  """build_ext for the kernels: kernel_build.py's compiler, flags and headers; a failure is a
   notice, not an error."""
 
   def build_extension(self, ext):
@@ -35,8 +36,8 @@ class _BuildKernel(build_ext.build_ext):
       self.compiler.set_executable('linker_so_cxx', [cxx, '-shared'])
       super().build_extension(ext)
     except Exception as e:  # pylint: disable=broad-except
-      print(f'wavegen: the WaveNet CPU kernel was not built ({e}); the sampler will use its '
-            'pure-JAX step')
+      print(f'wavegen: the WaveNet CPU kernels were not built ({e}); sampling and training will '
+            'use the pure-JAX layers')
 
 _JAX = 'jax>=0.10.2,<0.11'
 
