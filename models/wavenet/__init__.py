@@ -45,6 +45,7 @@ from models.wavenet.model import OUTPUTS
 from models.wavenet.model import Model
 from models.wavenet.model import condition
 from models.wavenet.model import gaussian_params
+from models.wavenet.model import layer_conditioning
 from models.wavenet.model import mixture_params
 from models.wavenet.model import draws
 from models.wavenet.model import nll
@@ -54,7 +55,6 @@ from models.wavenet.model import stem
 from models.wavenet.model import unboxed_params
 from models.wavenet.model import value
 from models.wavenet.sampler import init_cache
-from models.wavenet.sampler import layer_conditioning
 from models.wavenet.sampler import naive_generate
 from models.wavenet.sampler import sample_codes
 from models.wavenet.sampler import sampler_weights

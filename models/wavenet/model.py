@@ -212,25 +212,40 @@ class Model(nn.Module):
                      lc: jax.Array | None) -> jax.Array:
     """The residual layers' summed skip outputs [B, T, S] of the stem's output x, as the CPU
     kernel computes them (kernel.stack: the arithmetic of _layers)."""
-    r, h = self.residual_channels, self.gate_channels // 2
-    layers = [p[f'layer{i}'] for i in range(self.num_layers)]
-    conv = jnp.stack([lp['conv']['kernel'].reshape(-1, 2 * h) for lp in layers])
-    offsets = jnp.stack([lp['conv']['bias'].reshape(2 * h) for lp in layers])[:, None, None]
-    if self.num_global:  # [L, B, 1, 2H]
-      offsets = offsets + jnp.stack([
-          jnp.einsum('bc,cgh->bgh', gc, lp['global']['kernel']) + lp['global']['bias']
-          for lp in layers]).reshape(len(layers), -1, 1, 2 * h)
-    if self.local_features:  # [L, B, F, 2H], frame min((t + 1) // hop, F - 1) at t
-      f = jnp.stack([jnp.einsum('bfc,cgh->bfgh', lc, lp['local']['kernel']) +
-                     lp['local']['bias'] for lp in layers])
-      offsets = offsets + f.reshape(*f.shape[:3], 2 * h)
-    none = {'kernel': jnp.zeros((h, r), x.dtype), 'bias': jnp.zeros((r,), x.dtype)}
-    out = jnp.stack([jnp.concatenate([lp.get('res', none)['kernel'], lp['skip']['kernel']], -1)
-                     for lp in layers])  # [L, H, R + S]
-    out_b = jnp.stack([jnp.concatenate([lp.get('res', none)['bias'], lp['skip']['bias']])
-                       for lp in layers])
+    l, h2 = self.num_layers, self.gate_channels
+    conv, bias, out, out_b = stacked_layers(self, p)
+    offsets = bias[:, None, None]  # [L, 1, 1, 2H]
+    if self.num_global:  # [B, L, 2, H] -> [L, B, 1, 2H]
+      g = layer_conditioning(self, p, gc, 'global')
+      offsets = offsets + jnp.moveaxis(g, 1, 0).reshape(l, -1, 1, h2)
+    if self.local_features:  # [B, F, L, 2, H] -> [L, B, F, 2H], frame min((t + 1) // hop, F - 1)
+      f = layer_conditioning(self, p, lc, 'local')
+      offsets = offsets + jnp.moveaxis(f, 2, 0).reshape(l, *f.shape[:2], h2)
     return kernel_lib.stack(x, conv, offsets, out, out_b, self.dilations,
                             self.hop_length if self.local_features else 0)
+
+
+def layer_conditioning(model: Model, p: dict, cond: jax.Array, name: str) -> jax.Array:
+  """Per-layer gate offsets of a conditioning vector: [..., C] -> [..., L, 2, H]."""
+  return jnp.stack([jnp.einsum('...c,cgh->...gh', cond, p[f'layer{i}'][name]['kernel']) +
+                    p[f'layer{i}'][name]['bias'] for i in range(model.num_layers)], axis=-3)
+
+
+def stacked_layers(model: Model, p: dict) -> tuple[jax.Array, ...]:
+  """The residual layers' parameters stacked as the CPU kernels take them (unpacked): the
+  dilated convolutions [L, kR, 2H] tap by tap, their biases [L, 2H], the residual and skip
+  kernels side by side [L, H, R + S] and their biases [L, R + S], the last layer's absent
+  residual part zeros."""
+  r, h2 = model.residual_channels, model.gate_channels
+  layers = [p[f'layer{i}'] for i in range(model.num_layers)]
+  skip = layers[-1]['skip']
+  none = {'kernel': jnp.zeros((h2 // 2, r), skip['kernel'].dtype),
+          'bias': jnp.zeros((r,), skip['bias'].dtype)}
+  side = lambda lp, n: jnp.concatenate([lp.get('res', none)[n], lp['skip'][n]], -1)
+  return (jnp.stack([lp['conv']['kernel'].reshape(-1, h2) for lp in layers]),
+          jnp.stack([lp['conv']['bias'].reshape(h2) for lp in layers]),
+          jnp.stack([side(lp, 'kernel') for lp in layers]),
+          jnp.stack([side(lp, 'bias') for lp in layers]))
 
 
 def stem(model: Model, p: dict, codes: jax.Array) -> jax.Array:

@@ -25,8 +25,10 @@ from models.wavenet.model import condition
 from models.wavenet.model import draws
 from models.wavenet.model import gate
 from models.wavenet.model import head
+from models.wavenet.model import layer_conditioning
 from models.wavenet.model import Model
 from models.wavenet.model import sample_from_draws
+from models.wavenet.model import stacked_layers
 from models.wavenet.model import unboxed_params
 from models.wavenet.model import value
 
@@ -52,12 +54,6 @@ def init_cache(model: Model, batch: int) -> dict:
   }
 
 
-def layer_conditioning(model: Model, p: dict, cond: jax.Array, name: str) -> jax.Array:
-  """Per-layer gate offsets of a conditioning vector: [..., C] -> [..., L, 2, H]."""
-  return jnp.stack([jnp.einsum('...c,cgh->...gh', cond, p[f'layer{i}'][name]['kernel']) +
-                    p[f'layer{i}'][name]['bias'] for i in range(model.num_layers)], axis=-3)
-
-
 def sampler_weights(model: Model, p: dict, kernel: bool = False) -> dict:
   """The parameters rearranged once for `step`: per layer the current tap's kernel [R, 2H], the
   residual and skip kernels side by side [H, R + S] (one matmul), and per dilation group the past
@@ -66,30 +62,27 @@ def sampler_weights(model: Model, p: dict, kernel: bool = False) -> dict:
   kernels packed."""
   k, r, h2 = model.kernel_size, model.residual_channels, model.gate_channels
   dtype = jnp.dtype(model.dtype)
-  conv = [p[f'layer{i}']['conv']['kernel'].reshape(k, r, h2).astype(dtype)
-          for i in range(model.num_layers)]  # [k, R, 2H]; tap j sees x[t - (k - 1 - j) d]
-  layers = []
-  for i in range(model.num_layers):
-    lp = p[f'layer{i}']
-    names = ('res', 'skip') if 'res' in lp else ('skip',)
-    layers.append({
-        'cur': conv[i][k - 1], 'bias': lp['conv']['bias'].reshape(h2).astype(dtype),
-        'out': jnp.concatenate([lp[n]['kernel'] for n in names], 1).astype(dtype),
-        'out_bias': jnp.concatenate([lp[n]['bias'] for n in names]).astype(dtype)})
   w = {'stem': p['stem']}
-  if not kernel:
-    w.update(layers=layers, head_hidden=p['head_hidden'], head_out=p['head_out'],
-             past=[jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)])
-  rs = r + model.skip_channels  # the last layer's residual columns, absent, become zeros:
-  pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(rs - a.shape[-1], 0)])
   if kernel:
-    w['stack'] = {'conv': step_kernel.pack(jnp.stack([c.reshape(k * r, h2) for c in conv])),
-                  'bias': jnp.stack([lw['bias'] for lw in layers])[:, None],  # [L, 1, 2H]
-                  'out': step_kernel.pack(jnp.stack([pad(lw['out']) for lw in layers])),
-                  'out_bias': jnp.stack([pad(lw['out_bias']) for lw in layers]),
+    conv, bias, out, out_bias = (a.astype(dtype) for a in stacked_layers(model, p))
+    w['stack'] = {'conv': step_kernel.pack(conv), 'bias': bias[:, None],  # [L, 1, 2H]
+                  'out': step_kernel.pack(out), 'out_bias': out_bias,
                   'head': [step_kernel.pack(p['head_hidden']['kernel']),
                            p['head_hidden']['bias'], step_kernel.pack(p['head_out']['kernel']),
                            p['head_out']['bias']]}
+  else:
+    conv = [p[f'layer{i}']['conv']['kernel'].reshape(k, r, h2).astype(dtype)
+            for i in range(model.num_layers)]  # [k, R, 2H]; tap j sees x[t - (k - 1 - j) d]
+    layers = []
+    for i in range(model.num_layers):
+      lp = p[f'layer{i}']
+      names = ('res', 'skip') if 'res' in lp else ('skip',)
+      layers.append({
+          'cur': conv[i][k - 1], 'bias': lp['conv']['bias'].reshape(h2).astype(dtype),
+          'out': jnp.concatenate([lp[n]['kernel'] for n in names], 1).astype(dtype),
+          'out_bias': jnp.concatenate([lp[n]['bias'] for n in names]).astype(dtype)})
+    w.update(layers=layers, head_hidden=p['head_hidden'], head_out=p['head_out'],
+             past=[jnp.stack([conv[i][:k - 1] for i in ix], 1) for _, ix in _groups(model)])
   if model.local_features:
     w['local'] = {n: jnp.stack([p[f'layer{i}']['local'][n].reshape(-1, h2)
                                 for i in range(model.num_layers)], -2)
