@@ -206,6 +206,17 @@ struct Grads {  // one thread's weight-gradient sums, rows padded as the kernels
   std::vector<float> conv, out, offsets, out_b;
 };
 
+// dst[i n + c] = the sum over the threads' `part` [rows, ld] of part[i ld + c], c < n.
+void AddUp(const std::vector<Grads>& grads, std::vector<float> Grads::*part, int64_t rows,
+           int64_t n, int64_t ld, float* dst) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < n; ++c) {
+      float v = 0.f;
+      for (const Grads& g : grads) v += (g.*part)[i * ld + c];
+      dst[i * n + c] = v;
+    }
+}
+
 void Backward(const Dims& d, const int64_t* dilation, int64_t threads, const float* dskips,
               const float* xs, const float* ts, const float* conv_t, const float* out_t,
               float* dx, float* dconv, float* doffsets, float* dout, float* dout_b) {
@@ -290,28 +301,10 @@ void Backward(const Dims& d, const int64_t* dilation, int64_t threads, const flo
     }
   });
   // The threads' sums, unpadded.
-  for (int64_t i = 0; i < d.l * kr; ++i)
-    for (int64_t c = 0; c < h2; ++c) {
-      float v = 0.f;
-      for (const Grads& g : grads) v += g.conv[i * ly + c];
-      dconv[i * h2 + c] = v;
-    }
-  for (int64_t i = 0; i < d.l * h; ++i)
-    for (int64_t c = 0; c < rs; ++c) {
-      float v = 0.f;
-      for (const Grads& g : grads) v += g.out[i * lg + c];
-      dout[i * rs + c] = v;
-    }
-  for (int64_t i = 0; i < n_off; ++i) {
-    float v = 0.f;
-    for (const Grads& g : grads) v += g.offsets[i];
-    doffsets[i] = v;
-  }
-  for (int64_t i = 0; i < d.l * rs; ++i) {
-    float v = 0.f;
-    for (const Grads& g : grads) v += g.out_b[i];
-    dout_b[i] = v;
-  }
+  AddUp(grads, &Grads::conv, d.l * kr, h2, ly, dconv);
+  AddUp(grads, &Grads::out, d.l * h, rs, lg, dout);
+  AddUp(grads, &Grads::offsets, 1, n_off, n_off, doffsets);
+  AddUp(grads, &Grads::out_b, 1, d.l * rs, d.l * rs, dout_b);
 }
 
 // The dimensions from x [B, T, R], offsets [L, Bo, F, 2H] and out_b [L, R + S]; false when
